@@ -1,0 +1,473 @@
+"""The ``teamflow`` command: thin, it calls the host and renders what it returns."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from teamflow import views
+from teamflow.errors import TeamflowError
+from teamflow.models import TaskRequest, TaskResult
+from teamflow.refs import parse_ref
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {
+    "completed": "green", "resolved": "green", "failed": "red", "cancelled": "yellow",
+    "in_progress": "cyan", "waiting": "magenta", "pending": "white",
+}
+
+
+def _host(ctx: click.Context, **kwargs: Any) -> Any:
+    from teamflow.config import load_config
+    from teamflow.host import Host
+    from teamflow.logs import configure_logging
+
+    config = load_config(ctx.obj.get("config"))
+    configure_logging(config.log_format, ctx.obj.get("log_level") or config.log_level)
+    return Host(database_url=ctx.obj.get("database_url"), config=config, **kwargs)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn teamflow's errors into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TeamflowError as exc:
+            err.print(f"[red]error[/red] ({exc.code}): {exc.detail}", markup=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="teamflow.toml to use ($TEAMFLOW_CONFIG)")
+@click.option("--database-url", help="overrides database_url ($TEAMFLOW_DATABASE_URL)")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+@click.version_option(package_name="teamflow")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, database_url: str | None, log_level: str | None) -> None:
+    """teamflow: workflows from many teams, namespaced, versioned and owned."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(config=config, database_url=database_url, log_level=log_level or "WARNING")
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, what each registered, and every refusal and conflict."""
+    host = _host(ctx)
+    report = views.load_report(host.plugins)
+    if as_json:
+        _json(report)
+        return
+    table = Table(title="teamflow plugins")
+    for column in ("distribution", "version", "status", "namespaces", "workflows", "hooks"):
+        table.add_column(column)
+    for p in host.plugins.plugins:
+        status = "[green]loaded[/]" if p.status == "loaded" else f"[red]failed[/]: {p.error}"
+        table.add_row(p.distribution, p.version, status, ", ".join(p.namespaces), str(len(p.workflows)),
+                      ", ".join(h.removeprefix("teamflow_") for h in p.hooks))
+    out.print(table)
+    _print_problems(host)
+
+
+def _print_problems(host: Any) -> int:
+    report = host.plugins
+    count = 0
+    for p in report.failed:
+        count += 1
+        out.print(f"[red]LOAD FAILED[/] {p.distribution} {p.version} ({p.entry_point}): {p.error}"
+                  + (f" at {p.error_where}" if p.error_where else "")
+                  + f"\n  fix: repair or uninstall {p.distribution}; the other plugins still loaded")
+    for c in report.conflicts:
+        count += 1
+        cands = ", ".join(f"{x.distribution} {x.version}" for x in c.conflict.candidates)
+        kept = c.resolution.kept
+        verdict = f"kept {kept.distribution} {kept.version}" if kept else "all refused, key blocked"
+        out.print(f"[yellow]CONFLICT[/] {c.conflict.kind} {c.conflict.key}: {cands} -> {verdict} "
+                  f"({c.resolution.reason}; decided by {c.resolution.decided_by})")
+    for r in report.refusals:
+        count += 1
+        out.print(f"[red]REFUSED[/] [{r.kind}] {r}")
+    for d in report.drift:
+        count += 1
+        verdict = "refused (strict mode)" if d.refused else "loaded (set strict = true to refuse)"
+        out.print(f"[yellow]DRIFT[/] {d.ref} from {d.distribution}: recorded fingerprint {d.recorded[:12]}, now "
+                  f"{d.current[:12]}; {verdict}\n  fix: release the change under a new version")
+    return count
+
+
+@main.command()
+@click.argument("namespace", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
+    """List namespaces and their workflow versions."""
+    host = _host(ctx)
+    if namespace is not None and namespace not in host.registry.namespaces:
+        host.registry.resolve(namespace, "_", None)  # raises NamespaceNotFound naming what exists
+    rows = views.workflows(host.registry, namespace)
+    if as_json:
+        _json({"namespaces": [n for n in views.namespaces(host.registry) if namespace in (None, n["name"])],
+               "workflows": rows})
+        return
+    for ns in views.namespaces(host.registry):
+        if namespace not in (None, ns["name"]):
+            continue
+        approval = " [magenta](requires approval)[/]" if ns["requires_approval"] else ""
+        table = Table(title=f"{ns['name']}: team {ns['owner_team']} <{ns['contact_email']}>, "
+                            f"{ns['owner_distribution']}{approval}", title_justify="left")
+        for column in ("workflow", "versions", "default", "distribution"):
+            table.add_column(column)
+        for row in rows:
+            if row["namespace"] != ns["name"]:
+                continue
+            versions = ", ".join(v["version"] + (" [dim](deprecated)[/]" if v["deprecated"] else "")
+                                 for v in row["versions"])
+            table.add_row(row["name"], versions, row["latest"] or "-", row["versions"][0]["distribution"])
+        out.print(table)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one workflow version: steps, dependencies, owner, fingerprint, distribution."""
+    host = _host(ctx)
+    parsed = parse_ref(ref)
+    entry = host.registry.resolve(parsed.namespace, parsed.name, parsed.version)
+    data = views.version_detail(host.registry, entry)
+    if as_json:
+        _json(data)
+        return
+    out.print(f"[bold]{data['reference']}[/] {data['description']}")
+    if data["deprecated"]:
+        out.print(f"[yellow]deprecated:[/] {data['deprecated']}")
+    out.print(f"owner: team {data['owner_team']} <{data['contact_email']}>, namespace owned by "
+              f"{data['owner_distribution']}")
+    out.print(f"shipped by: {data['distribution']} {data['distribution_version']}")
+    out.print(f"fingerprint: {data['fingerprint']}")
+    table = Table()
+    for column in ("step", "depends on", "handler", "retries", "timeout", "calls"):
+        table.add_column(column)
+    for s in data["steps"]:
+        table.add_row(s["name"], ", ".join(s["depends_on"]) or "-", s["handler"],
+                      str(s["retry_limit"]) + ("" if s["retryable"] else " (not retryable)"),
+                      f"{s['timeout_s']}s" if s["timeout_s"] else "-", ", ".join(s["calls"]) or "-")
+    out.print(table)
+    for caller in data["called_by"]:
+        out.print(f"called by {caller['caller']} step {caller['step']} ({caller['call']})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Exit 1 on any load failure, refusal, conflict, drift or task no worker can serve."""
+    host = _host(ctx)
+    unservable = host.unservable()
+    if as_json:
+        _json({**views.load_report(host.plugins), "unservable_tasks": unservable})
+    else:
+        count = _print_problems(host)
+        for u in unservable:
+            count += 1
+            out.print(f"[red]UNSERVABLE[/] {u['tasks']} task(s) of {u['reference']} ({u['fingerprint'][:12]}): "
+                      f"{u['reason']}\n  fix: install the plugin version that shipped it, or cancel the tasks")
+        if count == 0:
+            out.print(f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
+                      f"namespace(s), {len(host.registry)} workflow version(s)")
+    sys.exit(1 if (host.plugins.problems or unservable) else 0)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--approver", required=True, help="the approver's email, one of the namespace's approvers")
+@click.pass_context
+@handle_errors
+def approve(ctx: click.Context, ref: str, approver: str) -> None:
+    """Approve a workflow version (its current fingerprint) in a namespace that requires approval."""
+    host = _host(ctx)
+    digest = host.approve(ref, approver)
+    out.print(f"approved {ref} fingerprint {digest[:12]} by {approver}")
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def _context_arg(value: str) -> dict[str, Any]:
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("the context must be a JSON object")
+    return data
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--context", "context", default="{}", help="JSON object, or @file.json")
+@click.option("--async", "is_async", is_flag=True, help="store the task for workers and print its id")
+@click.option("--idempotency-key", help="the same key and request return the existing task")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_key: str | None, as_json: bool) -> None:
+    """Run a workflow: namespace/name[@version-or-constraint]."""
+    parsed = parse_ref(ref)
+    try:
+        payload = _context_arg(context)
+    except (click.BadParameter, OSError) as exc:
+        raise click.UsageError(f"--context: {exc}") from None
+    host = _host(ctx)
+    request = TaskRequest(name=parsed.name, namespace=parsed.namespace, version=parsed.version, context=payload,
+                          idempotency_key=idempotency_key)
+    if is_async:
+        task_id = host.execute_async(request)
+        if as_json:
+            _json({"id": task_id, "status": "pending"})
+        else:
+            out.print(task_id)
+        return
+    if as_json or not out.is_terminal:
+        result = host.execute_sync(request)
+    else:
+        with out.status(f"running {ref}") as status:
+            def progress(task: TaskResult) -> None:
+                done = sum(1 for s in task.steps if s.status in ("completed", "resolved"))
+                running = ", ".join(s.name for s in task.steps if s.status in ("in_progress", "waiting"))
+                status.update(f"{task.ref} {done}/{len(task.steps)} steps done; running: {running or '-'}")
+
+            result = host.execute_sync(request, progress=progress)
+    host.close()
+    if as_json:
+        _json(views.task(result))
+    else:
+        _print_task(host, result)
+    sys.exit(0 if result.status == "completed" else 1)
+
+
+def _fmt_duration(step: Any) -> str:
+    if step.started_at and step.finished_at:
+        return f"{(step.finished_at - step.started_at) * 1000:.0f} ms"
+    return ""
+
+
+def _task_tree(host: Any, task: TaskResult, tree: Tree, depth: int = 0) -> None:
+    for step in task.steps:
+        line = f"{step.name} {_styled(step.status)} attempts={step.attempts} {_fmt_duration(step)}"
+        if step.resolved_by:
+            line += f" resolved by {step.resolved_by}"
+        node = tree.add(line)
+        if step.result is not None:
+            node.add(f"[dim]result:[/] {json.dumps(step.result)[:300]}")
+        if step.error:
+            node.add(f"[red]error:[/] {step.error}")
+        for child_id in step.children:
+            child = host.get_task(child_id)
+            sub = node.add(f"child {child.ref} {child.id} {_styled(child.status)}")
+            if depth < 4:
+                _task_tree(host, child, sub, depth + 1)
+
+
+def _print_task(host: Any, task: TaskResult) -> None:
+    tree = Tree(f"[bold]{task.ref}[/] {task.id} {_styled(task.status)}")
+    _task_tree(host, task, tree)
+    out.print(tree)
+    if task.error_summary:
+        out.print(f"[red]{task.error_summary}[/]")
+
+
+@main.command("task")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def task_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Show a task: its steps as a tree with status, attempts, durations, results, errors, children."""
+    host = _host(ctx)
+    result = host.get_task(task_id)
+    if as_json:
+        data = views.task(result)
+        data["transitions"] = host.store.transitions(task_id)
+        _json(data)
+    else:
+        _print_task(host, result)
+
+
+@main.command()
+@click.option("--namespace")
+@click.option("--name")
+@click.option("--version")
+@click.option("--status", type=click.Choice(["pending", "in_progress", "completed", "failed", "cancelled"]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--cursor", help="next_cursor from the previous page")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def tasks(ctx: click.Context, namespace: str | None, name: str | None, version: str | None, status: str | None,
+          limit: int, cursor: str | None, as_json: bool) -> None:
+    """List tasks, newest first."""
+    host = _host(ctx)
+    rows, next_cursor = host.list_tasks(namespace=namespace, name=name, version=version, status=status,
+                                        limit=limit, cursor=cursor)
+    if as_json:
+        _json({"tasks": rows, "next_cursor": next_cursor})
+        return
+    table = Table()
+    for column in ("id", "workflow", "status", "created", "parent"):
+        table.add_column(column)
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        table.add_row(r["id"], f"{r['namespace']}/{r['name']}@{r['version']}", _styled(r["status"]), created,
+                      r["parent_id"] or "")
+    out.print(table)
+    if next_cursor:
+        out.print(f"more: --cursor {next_cursor}")
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+@handle_errors
+def cancel(ctx: click.Context, task_id: str) -> None:
+    """Cancel a task: pending steps and child tasks are cancelled, steps in flight finish."""
+    host = _host(ctx)
+    result = host.cancel(task_id, actor="cli")
+    out.print(f"{result.id} {_styled(result.status)}")
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+@handle_errors
+def retry(ctx: click.Context, task_id: str) -> None:
+    """Re-open a failed task's failed steps (attempts reset, history kept)."""
+    host = _host(ctx)
+    reopened = host.retry(task_id, actor="cli")
+    out.print(f"re-opened {', '.join(reopened)} of task {task_id}; a worker will pick them up "
+              "(`teamflow worker`, or `teamflow serve`)")
+
+
+@main.command()
+@click.argument("task_id")
+@click.argument("step")
+@click.option("--result", "result", default="null", help="the step's result as JSON")
+@click.option("--by", "actor", default=None, help="who resolved it (default: $USER)")
+@click.pass_context
+@handle_errors
+def resolve(ctx: click.Context, task_id: str, step: str, result: str, actor: str | None) -> None:
+    """Mark a stuck step as resolved by hand; its dependants treat it as completed."""
+    import getpass
+
+    try:
+        value = json.loads(result)
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"--result: not JSON: {exc}") from None
+    host = _host(ctx)
+    task = host.resolve_step(task_id, step, value, actor=actor or getpass.getuser())
+    out.print(f"step {step} of {task_id} resolved; task is {_styled(task.status)}")
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+@main.command()
+@click.option("--namespace", "namespaces", multiple=True, help="serve only this namespace (repeatable)")
+@click.option("--concurrency", default=4, show_default=True, help="steps run at once")
+@click.pass_context
+@handle_errors
+def worker(ctx: click.Context, namespaces: tuple[str, ...], concurrency: int) -> None:
+    """Claim and run ready steps until SIGTERM (then finish or release the steps in hand)."""
+    ctx.obj["log_level"] = ctx.obj.get("log_level") if ctx.obj.get("log_level") != "WARNING" else "INFO"
+    host = _host(ctx)
+    stop = _stop_on_signals()
+    host.run_worker(concurrency=concurrency, namespaces=list(namespaces) or None, stop=stop)
+    host.close()
+
+
+@main.command()
+@click.option("--host", "bind", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="embedded worker concurrency (0: none)")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, bind: str, port: int, workers: int) -> None:
+    """Run the HTTP API, the admin pages and embedded workers."""
+    from teamflow.api.server import serve as run_server
+
+    ctx.obj["log_level"] = ctx.obj.get("log_level") if ctx.obj.get("log_level") != "WARNING" else "INFO"
+    host = _host(ctx)
+    run_server(host, bind=bind, port=port, workers=workers)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@click.pass_context
+@handle_errors
+def upgrade(ctx: click.Context) -> None:
+    """Apply schema migrations (idempotent)."""
+    from teamflow.config import load_config
+    from teamflow.store import Store
+
+    config = load_config(ctx.parent.obj.get("config") if ctx.parent else None)
+    url = (ctx.find_root().obj or {}).get("database_url") or config.database_url
+    store = Store(url)
+    store.connect()
+    applied = store.upgrade()
+    out.print(f"schema at version {store.schema_version()}" + (f" (applied {applied})" if applied else " (current)"))
+    store.close()
+
+
+if __name__ == "__main__":
+    main()

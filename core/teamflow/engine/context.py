@@ -1,0 +1,78 @@
+"""What a step handler receives: ``StepContext``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from teamflow.models import TaskRequest, TaskResult
+
+if TYPE_CHECKING:
+    from teamflow.engine.engine import Engine
+
+
+class Park(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised inside ``run_workflow`` to park the calling step until its child finishes.
+
+    A ``BaseException`` so that a handler's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(child_id)
+        self.child_id = child_id
+
+
+@attrs.frozen
+class TaskInfo:
+    """The task a step belongs to."""
+
+    id: str
+    namespace: str
+    name: str
+    version: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}@{self.version}"
+
+
+class StepContext:
+    """The handler's view of its task: context, earlier results, and child workflows."""
+
+    __slots__ = ("_engine", "_ordinal", "attempt", "context", "idempotency_key", "log", "results", "step", "task")
+
+    def __init__(
+        self,
+        engine: Engine,
+        task: TaskInfo,
+        step: str,
+        attempt: int,
+        context: Mapping[str, Any],
+        results: Mapping[str, Any],
+        log: Any,
+    ) -> None:
+        self._engine = engine
+        self._ordinal = 0
+        self.task = task
+        self.step = step
+        self.attempt = attempt
+        self.context = context
+        self.results = results
+        self.idempotency_key = f"{task.id}:{step}"
+        self.log = log
+
+    def run_workflow(self, request: TaskRequest) -> TaskResult:
+        """Run another workflow to the end as a child task and return its result.
+
+        The child is keyed by this step and the call's ordinal within the handler: when
+        the step is re-run, the same call re-attaches to the same child.
+        """
+        ordinal = self._ordinal
+        self._ordinal += 1
+        return self._engine.run_child(self, request, ordinal)
+
+    async def run_workflow_async(self, request: TaskRequest) -> TaskResult:
+        """``run_workflow`` for ``async def`` handlers."""
+        return self.run_workflow(request)

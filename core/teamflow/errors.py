@@ -1,0 +1,100 @@
+"""Error types. Each carries the structured facts and a message that says what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RetryableError(Exception):
+    """Raised by a handler: the step may succeed if tried again (optionally after ``retry_after`` s)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Raised by a handler: the step fails at once, without retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TeamflowError(Exception):
+    """Base of the host's own errors; ``code`` is the stable machine-readable name."""
+
+    code = "teamflow_error"
+    status = 400
+
+    def __init__(self, detail: str, **facts: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.facts = facts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.facts}
+
+
+class ConfigError(TeamflowError):
+    code = "config_error"
+
+
+class InvalidReference(TeamflowError):
+    code = "invalid_reference"
+
+
+class InvalidVersion(TeamflowError):
+    code = "invalid_version"
+
+
+class NotFound(TeamflowError):
+    code = "not_found"
+    status = 404
+
+
+class NamespaceNotFound(NotFound):
+    code = "namespace_not_found"
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class ContextInvalid(TeamflowError):
+    code = "context_invalid"
+    status = 422
+
+
+class NotApproved(TeamflowError):
+    code = "not_approved"
+    status = 403
+
+
+class CallerNotAllowed(TeamflowError):
+    code = "caller_not_allowed"
+    status = 403
+
+
+class IdempotencyConflict(TeamflowError):
+    code = "idempotency_conflict"
+    status = 409
+
+
+class TaskStateError(TeamflowError):
+    code = "invalid_task_state"
+    status = 409
+
+
+class StoreError(TeamflowError):
+    code = "store_error"
+    status = 503

@@ -1,0 +1,165 @@
+"""The store's tables (peewee models) and their migrations.
+
+Timestamps are epoch seconds taken from the database's clock; contexts and results are
+JSON text so both SQLite and PostgreSQL store them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee as pw
+
+SCHEMA_VERSION = 1
+
+proxy = pw.DatabaseProxy()
+
+
+class _Base(pw.Model):
+    class Meta:
+        database = proxy
+        legacy_table_names = False
+
+
+class Meta(_Base):
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "tf_meta"
+
+
+class Task(_Base):
+    id = pw.CharField(primary_key=True, max_length=36)
+    namespace = pw.CharField()
+    name = pw.CharField()
+    version = pw.CharField()
+    fingerprint = pw.CharField()
+    context = pw.TextField()
+    status = pw.CharField(index=True)
+    steps_left = pw.IntegerField()
+    parent_id = pw.CharField(null=True, max_length=36)
+    parent_step = pw.CharField(null=True)
+    parent_attempt = pw.IntegerField(null=True)
+    call_ordinal = pw.IntegerField(null=True)
+    idempotency_key = pw.CharField(null=True)
+    request_hash = pw.CharField(null=True)
+    error_summary = pw.TextField(null=True)
+    created_at = pw.DoubleField(index=True)
+    updated_at = pw.DoubleField()
+    finished_at = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "tf_task"
+        indexes = (
+            (("namespace", "name", "idempotency_key"), True),
+            (("parent_id", "parent_step", "call_ordinal"), False),
+            (("namespace", "name", "version", "status"), False),
+        )
+
+
+class WorkflowStep(_Base):
+    id = pw.AutoField()
+    task_id = pw.CharField(max_length=36)
+    name = pw.CharField()
+    namespace = pw.CharField()
+    status = pw.CharField()
+    deps_left = pw.IntegerField()
+    attempts = pw.IntegerField(default=0)
+    max_attempts = pw.IntegerField()
+    retryable = pw.BooleanField(default=True)
+    next_attempt_at = pw.DoubleField(default=0)
+    lease_owner = pw.CharField(null=True)
+    lease_expires_at = pw.DoubleField(null=True)
+    result = pw.TextField(null=True)
+    error = pw.TextField(null=True)
+    error_type = pw.CharField(null=True)
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
+    ready_at = pw.DoubleField(null=True)
+    waiting_on = pw.CharField(null=True, max_length=36)
+    resolved_by = pw.CharField(null=True)
+
+    class Meta:
+        table_name = "tf_step"
+        indexes = (
+            (("task_id", "name"), True),
+            (("status", "next_attempt_at"), False),
+            (("status", "lease_expires_at"), False),
+        )
+
+
+class Transition(_Base):
+    id = pw.AutoField()
+    task_id = pw.CharField(max_length=36, index=True)
+    step = pw.CharField(null=True)
+    from_status = pw.CharField(null=True)
+    to_status = pw.CharField()
+    attempt = pw.IntegerField(null=True)
+    at = pw.DoubleField()
+    actor = pw.CharField(null=True)
+    detail = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "tf_transition"
+
+
+class NamespaceOwner(_Base):
+    name = pw.CharField(primary_key=True)
+    distribution = pw.CharField()
+    policy = pw.TextField()
+    recorded_at = pw.DoubleField()
+    updated_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "tf_namespace"
+
+
+class PublishedVersion(_Base):
+    namespace = pw.CharField()
+    name = pw.CharField()
+    version = pw.CharField()
+    fingerprint = pw.CharField()
+    first_fingerprint = pw.CharField()
+    distribution = pw.CharField()
+    distribution_version = pw.CharField()
+    deprecated = pw.TextField(null=True)
+    definition = pw.TextField()
+    published_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "tf_workflow_version"
+        primary_key = pw.CompositeKey("namespace", "name", "version")
+
+
+class Approval(_Base):
+    id = pw.AutoField()
+    namespace = pw.CharField()
+    name = pw.CharField()
+    version = pw.CharField()
+    fingerprint = pw.CharField()
+    approver = pw.CharField()
+    at = pw.DoubleField()
+
+    class Meta:
+        table_name = "tf_approval"
+        indexes = ((("namespace", "name", "version", "fingerprint"), False),)
+
+
+MODELS: tuple[type[pw.Model], ...] = (Meta, Task, WorkflowStep, Transition, NamespaceOwner, PublishedVersion, Approval)
+
+
+def _v1(db: pw.Database) -> None:
+    db.create_tables(MODELS, safe=True)
+    if db.__class__.__name__.startswith("Postgres"):
+        # Claim path: only ready, pending steps, oldest due first.
+        db.execute_sql(
+            "CREATE INDEX IF NOT EXISTS tf_step_ready ON tf_step (next_attempt_at) "
+            "WHERE status = 'pending' AND deps_left = 0"
+        )
+        db.execute_sql(
+            "CREATE INDEX IF NOT EXISTS tf_step_leased ON tf_step (lease_expires_at) WHERE status = 'in_progress'"
+        )
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _v1}

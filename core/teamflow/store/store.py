@@ -1,0 +1,869 @@
+"""Every SQL statement teamflow runs, and the only place SQLite and PostgreSQL differ.
+
+Methods are transaction scripts: each one is a short transaction that the engine calls
+with decisions already made (which steps succeed, which retry, which successors become
+ready). Hot-path statements are plain SQL on the driver's cursor; peewee builds the
+schema and runs the cold queries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+import attrs
+import peewee as pw
+from loguru import logger
+
+from teamflow.errors import StoreError
+from teamflow.store import schema
+
+TERMINAL = ("completed", "failed", "cancelled")
+DONE_STEP = ("completed", "resolved")
+
+
+@attrs.define(slots=True)
+class Claimed:
+    """A step this worker now holds a lease on."""
+
+    step_id: int
+    task_id: str
+    name: str
+    attempt: int
+
+
+@attrs.define(slots=True)
+class TaskRow:
+    id: str
+    namespace: str
+    name: str
+    version: str
+    fingerprint: str
+    context: dict[str, Any]
+    status: str
+    parent_id: str | None
+    parent_step: str | None
+
+
+@attrs.define(slots=True)
+class Outcome:
+    """What happened to one claimed step; the store applies a batch of them in one transaction."""
+
+    kind: str  # "complete" | "retry" | "fail" | "park"
+    claim: Claimed
+    result: str | None = None  # JSON text
+    error: str | None = None
+    error_type: str | None = None
+    delay: float = 0.0
+    successors: tuple[str, ...] = ()
+    child_id: str | None = None
+
+
+@attrs.define(slots=True)
+class Applied:
+    """What a batch changed, for the engine to dispatch and announce after commit."""
+
+    claimed: list[Claimed] = attrs.field(factory=list)
+    accepted: list[Outcome] = attrs.field(factory=list)
+    dropped: list[Outcome] = attrs.field(factory=list)
+    finished_tasks: list[tuple[str, str]] = attrs.field(factory=list)  # (task id, status)
+    woken_parents: list[str] = attrs.field(factory=list)  # parent task ids with a step made ready
+    started_tasks: list[str] = attrs.field(factory=list)
+
+
+def _sqlite_path(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):] or ":memory:"
+    if url in ("sqlite://", "sqlite:"):
+        return ":memory:"
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+class Store:
+    """A connection pool to one database and the queries teamflow runs on it."""
+
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        self.url = url
+        scheme = urlparse(url).scheme
+        self._local = threading.local()
+        if scheme.startswith("sqlite"):
+            self.dialect = "sqlite"
+            self.db: pw.Database = pw.SqliteDatabase(
+                _sqlite_path(url),
+                pragmas={
+                    "journal_mode": "wal",
+                    "synchronous": synchronous,
+                    "busy_timeout": 60_000,
+                    "foreign_keys": 0,
+                },
+                lock_type="IMMEDIATE",
+                check_same_thread=False,
+            )
+            self.now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+        elif scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+            self.dialect = "postgres"
+            parsed = urlparse(url)
+            self.db = pw.PostgresqlDatabase(
+                (parsed.path or "/postgres").lstrip("/"),
+                user=parsed.username,
+                password=parsed.password,
+                host=parsed.hostname,
+                port=parsed.port or 5432,
+                autorollback=True,
+            )
+            self.now_sql = "extract(epoch from clock_timestamp())"
+        else:
+            raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+        self._sql_cache: dict[str, str] = {}
+        schema.proxy.initialize(self.db)
+        self._bind()
+
+    def _bind(self) -> None:
+        for model in schema.MODELS:
+            model._meta.set_database(self.db)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def sql(self, text: str) -> str:
+        """Our statements use ``?`` and ``{now}``; adapt them to this dialect once."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = text.replace("{now}", self.now_sql)
+            if self.dialect == "postgres":
+                cached = cached.replace("?", "%s")
+            self._sql_cache[text] = cached
+        return cached
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self.db.execute_sql(self.sql(text), params)
+        except pw.OperationalError as exc:
+            raise StoreError(f"database error on {self.safe_url}: {exc}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        parsed = urlparse(self.url)
+        if parsed.password:
+            return self.url.replace(f":{parsed.password}@", ":***@")
+        return self.url
+
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        """One short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        self._local.notify = False
+        with self.db.atomic():
+            yield
+            if self._local.notify and self.dialect == "postgres":
+                self.db.execute_sql("SELECT pg_notify('teamflow', '')")
+
+    def notify(self) -> None:
+        """Ask for one NOTIFY when the current transaction commits (PostgreSQL only)."""
+        self._local.notify = True
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    @staticmethod
+    def placeholders(n: int) -> str:
+        return ",".join("?" * n)
+
+    # -- schema -----------------------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        try:
+            if not self.db.table_exists("tf_meta"):
+                return None
+            row = schema.Meta.get_or_none(schema.Meta.key == "schema_version")
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
+        return int(row.value) if row else None
+
+    def upgrade(self) -> list[int]:
+        """Apply missing migrations; idempotent. Returns the versions applied."""
+        applied = []
+        with self.db.atomic():
+            current = self.schema_version() or 0
+            for version in sorted(schema.MIGRATIONS):
+                if version > current:
+                    schema.MIGRATIONS[version](self.db)
+                    applied.append(version)
+            if applied:
+                schema.Meta.insert(key="schema_version", value=str(max(applied))).on_conflict(
+                    conflict_target=[schema.Meta.key], update={schema.Meta.value: str(max(applied))}
+                ).execute()
+        return applied
+
+    def connect(self) -> None:
+        try:
+            self.db.connect(reuse_if_open=True)
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot reach the database at {self.safe_url}: {str(exc).strip()}") from exc
+
+    def ensure_schema(self, auto: bool) -> None:
+        """SQLite migrates itself; PostgreSQL must be current or we refuse with the fix."""
+        self.connect()
+        current = self.schema_version()
+        if current == schema.SCHEMA_VERSION:
+            return
+        if current is not None and current > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {current} is newer than this teamflow ({schema.SCHEMA_VERSION}): "
+                "upgrade teamflow"
+            )
+        if auto:
+            self.upgrade()
+            return
+        raise StoreError(
+            f"database schema at {self.safe_url} is at version {current or 0}, this teamflow needs "
+            f"{schema.SCHEMA_VERSION}: run `teamflow db upgrade`"
+        )
+
+    def now(self) -> float:
+        return float(self.execute("SELECT {now}").fetchone()[0])
+
+    # -- registry memory --------------------------------------------------------------
+
+    def recorded_owners(self) -> dict[str, str]:
+        return {row.name: row.distribution for row in schema.NamespaceOwner.select()}
+
+    def recorded_fingerprints(self) -> dict[tuple[str, str, str], str]:
+        return {
+            (row.namespace, row.name, row.version): row.first_fingerprint
+            for row in schema.PublishedVersion.select(
+                schema.PublishedVersion.namespace,
+                schema.PublishedVersion.name,
+                schema.PublishedVersion.version,
+                schema.PublishedVersion.first_fingerprint,
+            )
+        }
+
+    def publish(self, namespaces: Iterable[dict[str, Any]], versions: Iterable[dict[str, Any]]) -> None:
+        """Record namespace owners (first owner stays unless pinned) and what this host loaded."""
+        now = time.time()
+        with self.tx():
+            existing = {row.name: row for row in schema.NamespaceOwner.select()}
+            for ns in namespaces:
+                row = existing.get(ns["name"])
+                if row is None:
+                    schema.NamespaceOwner.insert(
+                        name=ns["name"], distribution=ns["owner"], policy=json.dumps(ns["policy"]),
+                        recorded_at=now, updated_at=now,
+                    ).on_conflict_ignore().execute()
+                elif row.distribution != ns["owner"] or row.policy != json.dumps(ns["policy"]):
+                    schema.NamespaceOwner.update(
+                        distribution=ns["owner"], policy=json.dumps(ns["policy"]), updated_at=now
+                    ).where(schema.NamespaceOwner.name == ns["name"]).execute()
+            known = {
+                (r.namespace, r.name, r.version): r
+                for r in schema.PublishedVersion.select(
+                    schema.PublishedVersion.namespace, schema.PublishedVersion.name,
+                    schema.PublishedVersion.version, schema.PublishedVersion.fingerprint,
+                    schema.PublishedVersion.distribution_version,
+                )
+            }
+            fresh = []
+            for v in versions:
+                key = (v["namespace"], v["name"], v["version"])
+                row = known.get(key)
+                if row is None:
+                    fresh.append(dict(v, first_fingerprint=v["fingerprint"], published_at=now))
+                elif row.fingerprint != v["fingerprint"] or row.distribution_version != v["distribution_version"]:
+                    schema.PublishedVersion.update(
+                        fingerprint=v["fingerprint"], distribution=v["distribution"],
+                        distribution_version=v["distribution_version"], deprecated=v["deprecated"],
+                        definition=v["definition"], published_at=now,
+                    ).where(
+                        (schema.PublishedVersion.namespace == key[0])
+                        & (schema.PublishedVersion.name == key[1])
+                        & (schema.PublishedVersion.version == key[2])
+                    ).execute()
+            for chunk in pw.chunked(fresh, 200):
+                schema.PublishedVersion.insert_many(chunk).on_conflict_ignore().execute()
+
+    def published_policy(self, namespace: str) -> dict[str, Any] | None:
+        row = schema.NamespaceOwner.get_or_none(schema.NamespaceOwner.name == namespace)
+        return None if row is None else dict(json.loads(row.policy), owner=row.distribution)
+
+    def published_versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        query = schema.PublishedVersion.select().where(
+            (schema.PublishedVersion.namespace == namespace) & (schema.PublishedVersion.name == name)
+        )
+        return [
+            {"version": r.version, "fingerprint": r.fingerprint, "deprecated": r.deprecated,
+             "definition": json.loads(r.definition), "distribution": r.distribution}
+            for r in query
+        ]
+
+    def published_keys(self) -> set[tuple[str, str, str, str]]:
+        return {
+            (r.namespace, r.name, r.version, r.fingerprint)
+            for r in schema.PublishedVersion.select(
+                schema.PublishedVersion.namespace, schema.PublishedVersion.name,
+                schema.PublishedVersion.version, schema.PublishedVersion.fingerprint,
+            )
+        }
+
+    # -- approvals --------------------------------------------------------------------
+
+    def approve(self, namespace: str, name: str, version: str, fingerprint: str, approver: str) -> None:
+        with self.tx():
+            schema.Approval.insert(
+                namespace=namespace, name=name, version=version, fingerprint=fingerprint,
+                approver=approver, at=time.time(),
+            ).execute()
+
+    def approvals(self, namespace: str, name: str, version: str, fingerprint: str) -> list[str]:
+        query = schema.Approval.select(schema.Approval.approver).where(
+            (schema.Approval.namespace == namespace) & (schema.Approval.name == name)
+            & (schema.Approval.version == version) & (schema.Approval.fingerprint == fingerprint)
+        )
+        return [row.approver for row in query]
+
+    # -- creating tasks ---------------------------------------------------------------
+
+    def find_idempotent(self, namespace: str, name: str, key: str) -> tuple[str, str] | None:
+        row = self.execute(
+            "SELECT id, request_hash FROM tf_task WHERE namespace = ? AND name = ? AND idempotency_key = ?",
+            (namespace, name, key),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def find_child(self, parent_id: str, parent_step: str, ordinal: int) -> tuple[str, str, str, int] | None:
+        """The newest child at (parent step, call ordinal): (id, status, request hash, parent attempt)."""
+        row = self.execute(
+            "SELECT id, status, request_hash, parent_attempt FROM tf_task WHERE parent_id = ? AND parent_step = ? "
+            "AND call_ordinal = ? ORDER BY created_at DESC LIMIT 1",
+            (parent_id, parent_step, ordinal),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def create_task(
+        self,
+        task: dict[str, Any],
+        steps: Sequence[tuple[str, int, int, bool]],
+        *,
+        claim_for: str | None,
+        lease_s: float,
+    ) -> list[Claimed]:
+        """Insert a task and its steps ``(name, deps, max_attempts, retryable)``; optionally claim roots.
+
+        Idempotency races are settled by the unique index: the loser gets StoreError
+        ``duplicate`` and re-reads the winner.
+        """
+        claimed: list[Claimed] = []
+        try:
+            with self.tx():
+                self.execute(
+                    "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+                    "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
+                    (task["id"], task["namespace"], task["name"], task["version"], task["fingerprint"],
+                     task["context"], len(steps), task.get("parent_id"), task.get("parent_step"),
+                     task.get("parent_attempt"), task.get("call_ordinal"), task.get("idempotency_key"),
+                     task.get("request_hash")),
+                )
+                ns = task["namespace"]
+                self.db.cursor().executemany(
+                    self.sql(
+                        "INSERT INTO tf_step (task_id, name, namespace, status, deps_left, attempts, max_attempts, "
+                        "retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, {now}, "
+                        "CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
+                    ),
+                    [(task["id"], name, ns, deps, max_attempts, retryable, deps)
+                     for name, deps, max_attempts, retryable in steps],
+                )
+                self._transition([(task["id"], None, None, "pending", None, task.get("actor"), None)])
+                if claim_for is not None:
+                    claimed = self._claim_task_roots(task["id"], claim_for, lease_s)
+                else:
+                    self.notify()
+        except pw.IntegrityError as exc:
+            raise StoreError(f"duplicate: {exc}") from exc
+        return claimed
+
+    def _claim_task_roots(self, task_id: str, worker: str, lease_s: float) -> list[Claimed]:
+        rows = self.execute(
+            "UPDATE tf_step SET status = 'in_progress', attempts = attempts + 1, lease_owner = ?, "
+            "lease_expires_at = {now} + ?, started_at = {now} WHERE task_id = ? AND status = 'pending' "
+            "AND deps_left = 0 AND next_attempt_at <= {now} RETURNING id, task_id, name, attempts",
+            (worker, lease_s, task_id),
+        ).fetchall()
+        claimed = [Claimed(*row) for row in rows]
+        if claimed:
+            self._mark_started([task_id])
+            self._transition([(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed])
+        return claimed
+
+    def _mark_started(self, task_ids: Sequence[str]) -> list[str]:
+        started = []
+        for task_id in task_ids:
+            cur = self.execute(
+                "UPDATE tf_task SET status = 'in_progress', updated_at = {now} WHERE id = ? AND status = 'pending'",
+                (task_id,),
+            )
+            if cur.rowcount:
+                started.append(task_id)
+                self._transition([(task_id, None, "pending", "in_progress", None, None, None)])
+        return started
+
+    def _transition(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.db.cursor().executemany(
+            self.sql(
+                "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, {now})"
+            ),
+            rows,
+        )
+
+    # -- claiming ---------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        lease_s: float,
+        limit: int,
+        *,
+        namespaces: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> tuple[list[Claimed], list[str]]:
+        """Lease up to ``limit`` ready steps (of these namespaces or tasks). Returns claims and started tasks."""
+        if limit <= 0:
+            return [], []
+        where = "status = 'pending' AND deps_left = 0 AND next_attempt_at <= {now}"
+        params: list[Any] = []
+        if namespaces is not None:
+            where += f" AND namespace IN ({self.placeholders(len(namespaces))})"
+            params.extend(namespaces)
+        if task_ids is not None:
+            where += f" AND task_id IN ({self.placeholders(len(task_ids))})"
+            params.extend(task_ids)
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        with self.tx():
+            rows = self.execute(
+                "UPDATE tf_step SET status = 'in_progress', attempts = attempts + 1, lease_owner = ?, "
+                "lease_expires_at = {now} + ?, started_at = {now} WHERE id IN ("
+                f"SELECT id FROM tf_step WHERE {where} ORDER BY next_attempt_at LIMIT ?{lock}) "
+                "RETURNING id, task_id, name, attempts",
+                (worker, lease_s, *params, limit),
+            ).fetchall()
+            claimed = [Claimed(*row) for row in rows]
+            started: list[str] = []
+            if claimed:
+                started = self._mark_started(sorted({c.task_id for c in claimed}))
+                self._transition(
+                    [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
+                )
+        return claimed, started
+
+    def release(self, claims: Sequence[Claimed], worker: str, delay: float, reason: str) -> None:
+        """Give steps back without counting the attempt (shutdown, or a version this worker cannot serve)."""
+        if not claims:
+            return
+        with self.tx():
+            for c in claims:
+                cur = self.execute(
+                    "UPDATE tf_step SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, "
+                    "lease_expires_at = NULL, next_attempt_at = {now} + ? WHERE id = ? AND lease_owner = ? "
+                    "AND attempts = ? AND status = 'in_progress'",
+                    (delay, c.step_id, worker, c.attempt),
+                )
+                if cur.rowcount:
+                    self._transition([(c.task_id, c.name, "in_progress", "pending", c.attempt, worker, reason)])
+            self.notify()
+
+    def renew(self, worker: str, lease_s: float) -> int:
+        with self.tx():
+            cur = self.execute(
+                "UPDATE tf_step SET lease_expires_at = {now} + ? WHERE lease_owner = ? AND status = 'in_progress'",
+                (lease_s, worker),
+            )
+        return int(cur.rowcount or 0)
+
+    def expired(self, limit: int = 100) -> list[tuple[int, str, str, int, int, bool, str | None]]:
+        """Steps whose lease ran out: (id, task, name, attempts, max_attempts, retryable, owner)."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6])
+            for r in self.execute(
+                "SELECT id, task_id, name, attempts, max_attempts, retryable, lease_owner FROM tf_step "
+                "WHERE status = 'in_progress' AND lease_expires_at < {now} ORDER BY lease_expires_at LIMIT ?",
+                (limit,),
+            ).fetchall()
+        ]
+
+    def next_due(self, namespaces: Sequence[str] | None) -> float | None:
+        """Seconds until the earliest pending retry becomes due (None when nothing waits)."""
+        where = "status = 'pending' AND deps_left = 0"
+        params: list[Any] = []
+        if namespaces is not None:
+            where += f" AND namespace IN ({self.placeholders(len(namespaces))})"
+            params.extend(namespaces)
+        row = self.execute(f"SELECT MIN(next_attempt_at) - {{now}} FROM tf_step WHERE {where}", params).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    # -- reading ----------------------------------------------------------------------
+
+    def task_rows(self, task_ids: Sequence[str]) -> dict[str, TaskRow]:
+        if not task_ids:
+            return {}
+        rows = self.execute(
+            "SELECT id, namespace, name, version, fingerprint, context, status, parent_id, parent_step FROM tf_task "
+            f"WHERE id IN ({self.placeholders(len(task_ids))})",
+            list(task_ids),
+        ).fetchall()
+        return {
+            r[0]: TaskRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows
+        }
+
+    def results(self, task_id: str) -> dict[str, Any]:
+        rows = self.execute(
+            "SELECT name, result FROM tf_step WHERE task_id = ? AND status IN ('completed', 'resolved')", (task_id,)
+        ).fetchall()
+        return {name: (json.loads(result) if result is not None else None) for name, result in rows}
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        row = self.execute(
+            "SELECT id, namespace, name, version, fingerprint, context, status, parent_id, parent_step, "
+            "idempotency_key, error_summary, created_at, finished_at, request_hash FROM tf_task WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "namespace", "name", "version", "fingerprint", "context", "status", "parent_id",
+                "parent_step", "idempotency_key", "error_summary", "created_at", "finished_at", "request_hash")
+        return dict(zip(keys, row, strict=True))
+
+    def steps(self, task_id: str) -> list[dict[str, Any]]:
+        keys = ("id", "name", "status", "attempts", "max_attempts", "result", "error", "error_type",
+                "started_at", "finished_at", "resolved_by", "waiting_on", "deps_left", "next_attempt_at")
+        rows = self.execute(f"SELECT {', '.join(keys)} FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,))
+        return [dict(zip(keys, row, strict=True)) for row in rows.fetchall()]
+
+    def children(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self.execute(
+            "SELECT id, parent_step, call_ordinal, namespace, name, version, status FROM tf_task "
+            "WHERE parent_id = ? ORDER BY created_at",
+            (task_id,),
+        ).fetchall()
+        keys = ("id", "parent_step", "call_ordinal", "namespace", "name", "version", "status")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def transitions(self, task_id: str) -> list[dict[str, Any]]:
+        keys = ("step", "from_status", "to_status", "attempt", "actor", "detail", "at")
+        rows = self.execute(
+            f"SELECT {', '.join(keys)} FROM tf_transition WHERE task_id = ? ORDER BY id", (task_id,)
+        ).fetchall()
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def list_tasks(
+        self, *, filters: dict[str, str | None], limit: int, before: tuple[float, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` is the (created_at, id) cursor of the last row of the previous page."""
+        clauses, params = [], []
+        for column in ("namespace", "name", "version", "status", "parent_id"):
+            value = filters.get(column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params.extend([before[0], before[0], before[1]])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        keys = ("id", "namespace", "name", "version", "status", "parent_id", "created_at", "finished_at",
+                "error_summary")
+        rows = self.execute(
+            f"SELECT {', '.join(keys)} FROM tf_task {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def active_keys(self) -> list[tuple[str, str, str, str, int]]:
+        """(namespace, name, version, fingerprint, count) of tasks not yet finished."""
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in self.execute(
+                "SELECT namespace, name, version, fingerprint, COUNT(*) FROM tf_task "
+                "WHERE status IN ('pending', 'in_progress') GROUP BY namespace, name, version, fingerprint"
+            ).fetchall()
+        ]
+
+    def counts(self) -> list[tuple[str, str, str, str, int]]:
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in self.execute(
+                "SELECT namespace, name, version, status, COUNT(*) FROM tf_task "
+                "GROUP BY namespace, name, version, status"
+            ).fetchall()
+        ]
+
+    # -- applying outcomes ------------------------------------------------------------
+
+    def apply(self, outcomes: Sequence[Outcome], worker: str, lease_s: float, *, claim_successors: bool) -> Applied:
+        """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt."""
+        applied = Applied()
+        with self.tx():
+            for out in outcomes:
+                if self._apply_one(out, worker, lease_s, claim_successors, applied):
+                    applied.accepted.append(out)
+                else:
+                    applied.dropped.append(out)
+        return applied
+
+    def _fence(self, assignments: str, out: Outcome, worker: str, params: Sequence[Any] = ()) -> bool:
+        cur = self.execute(
+            f"UPDATE tf_step SET {assignments} WHERE id = ? AND lease_owner = ? AND attempts = ? "
+            "AND status = 'in_progress'",
+            (*params, out.claim.step_id, worker, out.claim.attempt),
+        )
+        return bool(cur.rowcount)
+
+    def _apply_one(self, out: Outcome, worker: str, lease_s: float, claim: bool, applied: Applied) -> bool:
+        c = out.claim
+        if out.kind == "complete":
+            if not self._fence(
+                "status = 'completed', result = ?, error = NULL, error_type = NULL, lease_owner = NULL, "
+                "lease_expires_at = NULL, finished_at = {now}",
+                out, worker, (out.result,),
+            ):
+                return False
+            transitions: list[tuple[Any, ...]] = [(c.task_id, c.name, "in_progress", "completed", c.attempt, worker, None)]
+            if out.successors:
+                applied.claimed.extend(self._release_successors(c.task_id, out.successors, worker if claim else None,
+                                                                lease_s, transitions))
+            self._transition(transitions)
+            self._step_done(c.task_id, applied)
+            return True
+        if out.kind == "retry":
+            ok = self._fence(
+                "status = 'pending', error = ?, error_type = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                "next_attempt_at = {now} + ?",
+                out, worker, (out.error, out.error_type, out.delay),
+            )
+            if ok:
+                self._transition([(c.task_id, c.name, "in_progress", "retrying", c.attempt, worker, out.error)])
+                self.notify()
+            return ok
+        if out.kind == "park":
+            # A parked re-run is not a new attempt: give the claim's increment back.
+            if not self._fence(
+                "status = 'waiting', attempts = attempts - 1, waiting_on = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL",
+                out, worker, (out.child_id,),
+            ):
+                return False
+            self._transition([(c.task_id, c.name, "in_progress", "waiting", c.attempt, worker, out.child_id)])
+            row = self.execute("SELECT status FROM tf_task WHERE id = ?", (out.child_id,)).fetchone()
+            if row is not None and row[0] in TERMINAL:  # the child finished before we parked
+                self._wake(c.task_id, c.name, applied)
+            return True
+        if out.kind == "fail":
+            if not self._fence(
+                "status = 'failed', error = ?, error_type = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                "finished_at = {now}",
+                out, worker, (out.error, out.error_type),
+            ):
+                return False
+            self._transition([(c.task_id, c.name, "in_progress", "failed", c.attempt, worker, out.error)])
+            self._fail_task(c.task_id, out.error or "", applied)
+            return True
+        raise ValueError(f"unknown outcome {out.kind!r}")
+
+    def _release_successors(
+        self, task_id: str, successors: Sequence[str], worker: str | None, lease_s: float,
+        transitions: list[tuple[Any, ...]],
+    ) -> list[Claimed]:
+        marks = self.placeholders(len(successors))
+        if worker is None:
+            self.execute(
+                "UPDATE tf_step SET deps_left = deps_left - 1, ready_at = CASE WHEN deps_left = 1 THEN {now} "
+                f"ELSE ready_at END WHERE task_id = ? AND name IN ({marks}) AND status = 'pending'",
+                (task_id, *successors),
+            )
+            self.notify()
+            return []
+        # The step that makes a successor ready claims it in the same statement.
+        rows = self.execute(
+            "UPDATE tf_step SET deps_left = deps_left - 1, "
+            "ready_at = CASE WHEN deps_left = 1 THEN {now} ELSE ready_at END, "
+            "status = CASE WHEN deps_left = 1 THEN 'in_progress' ELSE status END, "
+            "attempts = CASE WHEN deps_left = 1 THEN attempts + 1 ELSE attempts END, "
+            "lease_owner = CASE WHEN deps_left = 1 THEN ? ELSE lease_owner END, "
+            "lease_expires_at = CASE WHEN deps_left = 1 THEN {now} + ? ELSE lease_expires_at END, "
+            "started_at = CASE WHEN deps_left = 1 THEN {now} ELSE started_at END "
+            f"WHERE task_id = ? AND name IN ({marks}) AND status = 'pending' "
+            "RETURNING id, task_id, name, attempts, status",
+            (worker, lease_s, task_id, *successors),
+        ).fetchall()
+        claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4] == "in_progress"]
+        transitions.extend((c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed)
+        return claimed
+
+    def _step_done(self, task_id: str, applied: Applied) -> None:
+        row = self.execute(
+            "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
+            "status = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN 'completed' ELSE status END, "
+            "finished_at = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN {now} ELSE finished_at END "
+            "WHERE id = ? RETURNING steps_left, status, parent_id, parent_step",
+            (task_id,),
+        ).fetchone()
+        if row is not None and row[0] == 0 and row[1] == "completed":
+            applied.finished_tasks.append((task_id, "completed"))
+            self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
+            if row[2] is not None:
+                self._wake(row[2], row[3], applied)
+
+    def _wake(self, parent_id: str, parent_step: str, applied: Applied) -> None:
+        cur = self.execute(
+            "UPDATE tf_step SET status = 'pending', next_attempt_at = {now}, ready_at = {now} "
+            "WHERE task_id = ? AND name = ? AND status = 'waiting'",
+            (parent_id, parent_step),
+        )
+        if cur.rowcount:
+            applied.woken_parents.append(parent_id)
+            self._transition([(parent_id, parent_step, "waiting", "pending", None, None, "child finished")])
+            self.notify()
+
+    def _fail_task(self, task_id: str, summary: str, applied: Applied) -> None:
+        cur = self.execute(
+            "UPDATE tf_task SET status = 'failed', error_summary = ?, finished_at = {now}, updated_at = {now} "
+            "WHERE id = ? AND status IN ('pending', 'in_progress')",
+            (summary, task_id),
+        )
+        if not cur.rowcount:
+            return
+        applied.finished_tasks.append((task_id, "failed"))
+        self.execute(
+            "UPDATE tf_step SET status = 'cancelled', error = 'not run: the task failed', finished_at = {now} "
+            "WHERE task_id = ? AND status IN ('pending', 'waiting')",
+            (task_id,),
+        )
+        self._transition([(task_id, None, "in_progress", "failed", None, None, summary)])
+        row = self.execute("SELECT parent_id, parent_step FROM tf_task WHERE id = ?", (task_id,)).fetchone()
+        if row and row[0]:
+            self._wake(row[0], row[1], applied)
+        self._cancel_children(task_id, "parent task failed", applied)
+
+    def reap_expired(self, limit: int = 100) -> Applied:
+        """Take back steps whose worker lost its lease; the lost lease counts as an attempt."""
+        applied = Applied()
+        with self.tx():
+            for step_id, task_id, name, attempts, max_attempts, retryable, owner in self.expired(limit):
+                claim = Claimed(step_id, task_id, name, attempts)
+                why = f"lease of worker {owner} expired during attempt {attempts}"
+                if retryable and attempts < max_attempts:
+                    out = Outcome("retry", claim, error=why, error_type="LeaseExpired")
+                    if self._fence("status = 'pending', error = ?, error_type = ?, lease_owner = NULL, "
+                                   "lease_expires_at = NULL, next_attempt_at = {now}", out, owner or "",
+                                   (why, "LeaseExpired")):
+                        self._transition([(task_id, name, "in_progress", "pending", attempts, owner, why)])
+                        applied.accepted.append(out)
+                        self.notify()
+                else:
+                    if not retryable:
+                        why += "; the step is retryable=False and may have run, so it fails"
+                    out = Outcome("fail", claim, error=why, error_type="LeaseExpired")
+                    if self._apply_one(out, owner or "", 0.0, False, applied):
+                        applied.accepted.append(out)
+        return applied
+
+    # -- operator actions -------------------------------------------------------------
+
+    def cancel(self, task_id: str, actor: str) -> Applied:
+        applied = Applied()
+        with self.tx():
+            self._cancel(task_id, actor, "cancelled", applied)
+        return applied
+
+    def _cancel(self, task_id: str, actor: str, why: str, applied: Applied) -> bool:
+        cur = self.execute(
+            "UPDATE tf_task SET status = 'cancelled', error_summary = ?, finished_at = {now}, updated_at = {now} "
+            "WHERE id = ? AND status IN ('pending', 'in_progress')",
+            (why, task_id),
+        )
+        if not cur.rowcount:
+            return False
+        self.execute(
+            "UPDATE tf_step SET status = 'cancelled', finished_at = {now} WHERE task_id = ? "
+            "AND status IN ('pending', 'waiting')",
+            (task_id,),
+        )
+        self._transition([(task_id, None, None, "cancelled", None, actor, why)])
+        applied.finished_tasks.append((task_id, "cancelled"))
+        self._cancel_children(task_id, "parent task cancelled", applied)
+        return True
+
+    def _cancel_children(self, task_id: str, why: str, applied: Applied) -> None:
+        for (child_id,) in self.execute(
+            "SELECT id FROM tf_task WHERE parent_id = ? AND status IN ('pending', 'in_progress')", (task_id,)
+        ).fetchall():
+            self._cancel(child_id, "teamflow", why, applied)
+
+    def reopen(self, task_id: str, steps: dict[str, tuple[str, ...]], actor: str) -> list[str]:
+        """Re-open a failed task: failed and cancelled steps go back to pending, attempts reset."""
+        with self.tx():
+            rows = self.execute("SELECT name, status FROM tf_step WHERE task_id = ?", (task_id,)).fetchall()
+            status = dict(rows)
+            reopened = [name for name, s in status.items() if s in ("failed", "cancelled")]
+            for name in reopened:
+                deps_left = sum(1 for dep in steps[name] if status.get(dep) not in DONE_STEP)
+                self.execute(
+                    "UPDATE tf_step SET status = 'pending', attempts = 0, deps_left = ?, next_attempt_at = {now}, "
+                    "lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL, waiting_on = NULL, "
+                    "ready_at = CASE WHEN ? = 0 THEN {now} ELSE NULL END WHERE task_id = ? AND name = ?",
+                    (deps_left, deps_left, task_id, name),
+                )
+            self.execute(
+                "UPDATE tf_task SET status = 'in_progress', error_summary = NULL, finished_at = NULL, "
+                "updated_at = {now} WHERE id = ?",
+                (task_id,),
+            )
+            self._transition(
+                [(task_id, None, "failed", "in_progress", None, actor, "retry")]
+                + [(task_id, name, status[name], "pending", 0, actor, "retry") for name in reopened]
+            )
+            self.notify()
+        return reopened
+
+    def resolve_step(
+        self, task_id: str, step: str, result: str, actor: str, successors: Sequence[str]
+    ) -> tuple[str, Applied]:
+        """Mark a step resolved by hand; its dependants treat it as completed."""
+        applied = Applied()
+        with self.tx():
+            row = self.execute(
+                "SELECT status, attempts FROM tf_step WHERE task_id = ? AND name = ?", (task_id, step)
+            ).fetchone()
+            if row is None:
+                return "missing", applied
+            previous = row[0]
+            if previous in ("completed", "resolved"):
+                return previous, applied
+            self.execute(
+                "UPDATE tf_step SET status = 'resolved', result = ?, resolved_by = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL, error = NULL, finished_at = {now} WHERE task_id = ? AND name = ?",
+                (result, actor, task_id, step),
+            )
+            transitions: list[tuple[Any, ...]] = [(task_id, step, previous, "resolved", row[1], actor, "resolved by hand")]
+            task_status = self.execute("SELECT status FROM tf_task WHERE id = ?", (task_id,)).fetchone()[0]
+            if task_status in ("failed", "cancelled"):
+                self.execute(
+                    "UPDATE tf_task SET status = 'in_progress', error_summary = NULL, finished_at = NULL WHERE id = ?",
+                    (task_id,),
+                )
+                self.execute(
+                    "UPDATE tf_step SET status = 'pending', finished_at = NULL, error = NULL WHERE task_id = ? "
+                    "AND status = 'cancelled'",
+                    (task_id,),
+                )
+                transitions.append((task_id, None, task_status, "in_progress", None, actor, "step resolved"))
+            if successors:
+                self._release_successors(task_id, successors, None, 0.0, transitions)
+            self._transition(transitions)
+            self._step_done(task_id, applied)
+            self.notify()
+        return previous, applied
