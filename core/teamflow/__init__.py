@@ -1,8 +1,8 @@
 """teamflow: a workflow host for organisations where many teams ship workflows."""
 
+from teamflow.engine.context import StepContext
 from teamflow.errors import PermanentError, RetryableError
 from teamflow.events import TaskEvent
-from teamflow.engine.context import StepContext
 from teamflow.hookspecs import hookimpl
 from teamflow.host import Host
 from teamflow.models import (

@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from teamflow import views
@@ -26,8 +28,13 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {
-    "completed": "green", "resolved": "green", "failed": "red", "cancelled": "yellow",
-    "in_progress": "cyan", "waiting": "magenta", "pending": "white",
+    "completed": "green",
+    "resolved": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "in_progress": "cyan",
+    "waiting": "magenta",
+    "pending": "white",
 }
 
 
@@ -49,7 +56,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except TeamflowError as exc:
-            err.print(f"[red]error[/red] ({exc.code}): {exc.detail}", markup=True)
+            err.print(Text.assemble(("error", "red"), f" ({exc.code}): {exc.detail}"))
             sys.exit(2)
 
     return wrapper
@@ -60,11 +67,18 @@ def _json(data: Any) -> None:
 
 
 def _styled(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+    return f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
+
+
+def _line(label: str, style: str, text: str) -> None:
+    """A labelled line whose text (from plugins, config, users) is never read as markup."""
+    out.print(Text.assemble((label, style), " ", text))
 
 
 @click.group()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="teamflow.toml to use ($TEAMFLOW_CONFIG)")
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), help="teamflow.toml to use ($TEAMFLOW_CONFIG)"
+)
 @click.option("--database-url", help="overrides database_url ($TEAMFLOW_DATABASE_URL)")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
 @click.version_option(package_name="teamflow")
@@ -93,9 +107,19 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     for column in ("distribution", "version", "status", "namespaces", "workflows", "hooks"):
         table.add_column(column)
     for p in host.plugins.plugins:
-        status = "[green]loaded[/]" if p.status == "loaded" else f"[red]failed[/]: {p.error}"
-        table.add_row(p.distribution, p.version, status, ", ".join(p.namespaces), str(len(p.workflows)),
-                      ", ".join(h.removeprefix("teamflow_") for h in p.hooks))
+        status = (
+            Text("loaded", "green")
+            if p.status == "loaded"
+            else Text.assemble(("failed", "red"), f": {p.error}")
+        )
+        table.add_row(
+            Text(p.distribution),
+            Text(p.version),
+            status,
+            Text(", ".join(p.namespaces)),
+            str(len(p.workflows)),
+            ", ".join(h.removeprefix("teamflow_") for h in p.hooks),
+        )
     out.print(table)
     _print_problems(host)
 
@@ -105,24 +129,36 @@ def _print_problems(host: Any) -> int:
     count = 0
     for p in report.failed:
         count += 1
-        out.print(f"[red]LOAD FAILED[/] {p.distribution} {p.version} ({p.entry_point}): {p.error}"
-                  + (f" at {p.error_where}" if p.error_where else "")
-                  + f"\n  fix: repair or uninstall {p.distribution}; the other plugins still loaded")
+        _line(
+            "LOAD FAILED",
+            "red",
+            f"{p.distribution} {p.version} ({p.entry_point}): {p.error}"
+            + (f" at {p.error_where}" if p.error_where else "")
+            + f"\n  fix: repair or uninstall {p.distribution}; the other plugins still loaded",
+        )
     for c in report.conflicts:
         count += 1
         cands = ", ".join(f"{x.distribution} {x.version}" for x in c.conflict.candidates)
         kept = c.resolution.kept
         verdict = f"kept {kept.distribution} {kept.version}" if kept else "all refused, key blocked"
-        out.print(f"[yellow]CONFLICT[/] {c.conflict.kind} {c.conflict.key}: {cands} -> {verdict} "
-                  f"({c.resolution.reason}; decided by {c.resolution.decided_by})")
+        _line(
+            "CONFLICT",
+            "yellow",
+            f"{c.conflict.kind} {c.conflict.key}: {cands} -> {verdict} "
+            f"({c.resolution.reason}; decided by {c.resolution.decided_by})",
+        )
     for r in report.refusals:
         count += 1
-        out.print(f"[red]REFUSED[/] [{r.kind}] {r}")
+        _line("REFUSED", "red", f"[{r.kind}] {r}")
     for d in report.drift:
         count += 1
         verdict = "refused (strict mode)" if d.refused else "loaded (set strict = true to refuse)"
-        out.print(f"[yellow]DRIFT[/] {d.ref} from {d.distribution}: recorded fingerprint {d.recorded[:12]}, now "
-                  f"{d.current[:12]}; {verdict}\n  fix: release the change under a new version")
+        _line(
+            "DRIFT",
+            "yellow",
+            f"{d.ref} from {d.distribution}: recorded fingerprint {d.recorded[:12]}, now "
+            f"{d.current[:12]}; {verdict}\n  fix: release the change under a new version",
+        )
     return count
 
 
@@ -138,23 +174,37 @@ def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
         host.registry.resolve(namespace, "_", None)  # raises NamespaceNotFound naming what exists
     rows = views.workflows(host.registry, namespace)
     if as_json:
-        _json({"namespaces": [n for n in views.namespaces(host.registry) if namespace in (None, n["name"])],
-               "workflows": rows})
+        _json(
+            {
+                "namespaces": [n for n in views.namespaces(host.registry) if namespace in (None, n["name"])],
+                "workflows": rows,
+            }
+        )
         return
     for ns in views.namespaces(host.registry):
         if namespace not in (None, ns["name"]):
             continue
         approval = " [magenta](requires approval)[/]" if ns["requires_approval"] else ""
-        table = Table(title=f"{ns['name']}: team {ns['owner_team']} <{ns['contact_email']}>, "
-                            f"{ns['owner_distribution']}{approval}", title_justify="left")
+        table = Table(
+            title=f"{escape(ns['name'])}: team {escape(ns['owner_team'])} <{escape(ns['contact_email'])}>, "
+            f"{escape(ns['owner_distribution'])}{approval}",
+            title_justify="left",
+        )
         for column in ("workflow", "versions", "default", "distribution"):
             table.add_column(column)
         for row in rows:
             if row["namespace"] != ns["name"]:
                 continue
-            versions = ", ".join(v["version"] + (" [dim](deprecated)[/]" if v["deprecated"] else "")
-                                 for v in row["versions"])
-            table.add_row(row["name"], versions, row["latest"] or "-", row["versions"][0]["distribution"])
+            versions = ", ".join(
+                escape(v["version"]) + (" [dim](deprecated)[/]" if v["deprecated"] else "")
+                for v in row["versions"]
+            )
+            table.add_row(
+                Text(row["name"]),
+                versions,
+                Text(row["latest"] or "-"),
+                Text(row["versions"][0]["distribution"]),
+            )
         out.print(table)
 
 
@@ -172,23 +222,32 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         _json(data)
         return
-    out.print(f"[bold]{data['reference']}[/] {data['description']}")
+    _line(data["reference"], "bold", data["description"])
     if data["deprecated"]:
-        out.print(f"[yellow]deprecated:[/] {data['deprecated']}")
-    out.print(f"owner: team {data['owner_team']} <{data['contact_email']}>, namespace owned by "
-              f"{data['owner_distribution']}")
-    out.print(f"shipped by: {data['distribution']} {data['distribution_version']}")
-    out.print(f"fingerprint: {data['fingerprint']}")
+        _line("deprecated:", "yellow", data["deprecated"])
+    out.print(
+        Text(
+            f"owner: team {data['owner_team']} <{data['contact_email']}>, namespace owned by "
+            f"{data['owner_distribution']}"
+        )
+    )
+    out.print(Text(f"shipped by: {data['distribution']} {data['distribution_version']}"))
+    out.print(Text(f"fingerprint: {data['fingerprint']}"))
     table = Table()
     for column in ("step", "depends on", "handler", "retries", "timeout", "calls"):
         table.add_column(column)
     for s in data["steps"]:
-        table.add_row(s["name"], ", ".join(s["depends_on"]) or "-", s["handler"],
-                      str(s["retry_limit"]) + ("" if s["retryable"] else " (not retryable)"),
-                      f"{s['timeout_s']}s" if s["timeout_s"] else "-", ", ".join(s["calls"]) or "-")
+        table.add_row(
+            Text(s["name"]),
+            Text(", ".join(s["depends_on"]) or "-"),
+            Text(s["handler"]),
+            str(s["retry_limit"]) + ("" if s["retryable"] else " (not retryable)"),
+            f"{s['timeout_s']}s" if s["timeout_s"] else "-",
+            Text(", ".join(s["calls"]) or "-"),
+        )
     out.print(table)
     for caller in data["called_by"]:
-        out.print(f"called by {caller['caller']} step {caller['step']} ({caller['call']})")
+        out.print(Text(f"called by {caller['caller']} step {caller['step']} ({caller['call']})"))
 
 
 @main.command()
@@ -205,11 +264,17 @@ def check(ctx: click.Context, as_json: bool) -> None:
         count = _print_problems(host)
         for u in unservable:
             count += 1
-            out.print(f"[red]UNSERVABLE[/] {u['tasks']} task(s) of {u['reference']} ({u['fingerprint'][:12]}): "
-                      f"{u['reason']}\n  fix: install the plugin version that shipped it, or cancel the tasks")
+            _line(
+                "UNSERVABLE",
+                "red",
+                f"{u['tasks']} task(s) of {u['reference']} ({u['fingerprint'][:12]}): "
+                f"{u['reason']}\n  fix: install the plugin version that shipped it, or cancel the tasks",
+            )
         if count == 0:
-            out.print(f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
-                      f"namespace(s), {len(host.registry)} workflow version(s)")
+            out.print(
+                f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
+                f"namespace(s), {len(host.registry)} workflow version(s)"
+            )
     sys.exit(1 if (host.plugins.problems or unservable) else 0)
 
 
@@ -222,7 +287,7 @@ def approve(ctx: click.Context, ref: str, approver: str) -> None:
     """Approve a workflow version (its current fingerprint) in a namespace that requires approval."""
     host = _host(ctx)
     digest = host.approve(ref, approver)
-    out.print(f"approved {ref} fingerprint {digest[:12]} by {approver}")
+    out.print(Text(f"approved {ref} fingerprint {digest[:12]} by {approver}"))
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -247,7 +312,9 @@ def _context_arg(value: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_key: str | None, as_json: bool) -> None:
+def run(
+    ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_key: str | None, as_json: bool
+) -> None:
     """Run a workflow: namespace/name[@version-or-constraint]."""
     parsed = parse_ref(ref)
     try:
@@ -255,8 +322,13 @@ def run(ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_
     except (click.BadParameter, OSError) as exc:
         raise click.UsageError(f"--context: {exc}") from None
     host = _host(ctx)
-    request = TaskRequest(name=parsed.name, namespace=parsed.namespace, version=parsed.version, context=payload,
-                          idempotency_key=idempotency_key)
+    request = TaskRequest(
+        name=parsed.name,
+        namespace=parsed.namespace,
+        version=parsed.version,
+        context=payload,
+        idempotency_key=idempotency_key,
+    )
     if is_async:
         task_id = host.execute_async(request)
         if as_json:
@@ -268,6 +340,7 @@ def run(ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_
         result = host.execute_sync(request)
     else:
         with out.status(f"running {ref}") as status:
+
             def progress(task: TaskResult) -> None:
                 done = sum(1 for s in task.steps if s.status in ("completed", "resolved"))
                 running = ", ".join(s.name for s in task.steps if s.status in ("in_progress", "waiting"))
@@ -290,27 +363,27 @@ def _fmt_duration(step: Any) -> str:
 
 def _task_tree(host: Any, task: TaskResult, tree: Tree, depth: int = 0) -> None:
     for step in task.steps:
-        line = f"{step.name} {_styled(step.status)} attempts={step.attempts} {_fmt_duration(step)}"
+        line = f"{escape(step.name)} {_styled(step.status)} attempts={step.attempts} {_fmt_duration(step)}"
         if step.resolved_by:
-            line += f" resolved by {step.resolved_by}"
+            line += f" resolved by {escape(step.resolved_by)}"
         node = tree.add(line)
         if step.result is not None:
-            node.add(f"[dim]result:[/] {json.dumps(step.result)[:300]}")
+            node.add(f"[dim]result:[/] {escape(json.dumps(step.result)[:300])}")
         if step.error:
-            node.add(f"[red]error:[/] {step.error}")
+            node.add(f"[red]error:[/] {escape(step.error)}")
         for child_id in step.children:
             child = host.get_task(child_id)
-            sub = node.add(f"child {child.ref} {child.id} {_styled(child.status)}")
+            sub = node.add(f"child {escape(child.ref)} {child.id} {_styled(child.status)}")
             if depth < 4:
                 _task_tree(host, child, sub, depth + 1)
 
 
 def _print_task(host: Any, task: TaskResult) -> None:
-    tree = Tree(f"[bold]{task.ref}[/] {task.id} {_styled(task.status)}")
+    tree = Tree(f"[bold]{escape(task.ref)}[/] {task.id} {_styled(task.status)}")
     _task_tree(host, task, tree)
     out.print(tree)
     if task.error_summary:
-        out.print(f"[red]{task.error_summary}[/]")
+        out.print(Text(task.error_summary, "red"))
 
 
 @main.command("task")
@@ -340,12 +413,21 @@ def task_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
 @handle_errors
-def tasks(ctx: click.Context, namespace: str | None, name: str | None, version: str | None, status: str | None,
-          limit: int, cursor: str | None, as_json: bool) -> None:
+def tasks(
+    ctx: click.Context,
+    namespace: str | None,
+    name: str | None,
+    version: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
     """List tasks, newest first."""
     host = _host(ctx)
-    rows, next_cursor = host.list_tasks(namespace=namespace, name=name, version=version, status=status,
-                                        limit=limit, cursor=cursor)
+    rows, next_cursor = host.list_tasks(
+        namespace=namespace, name=name, version=version, status=status, limit=limit, cursor=cursor
+    )
     if as_json:
         _json({"tasks": rows, "next_cursor": next_cursor})
         return
@@ -354,8 +436,13 @@ def tasks(ctx: click.Context, namespace: str | None, name: str | None, version: 
         table.add_column(column)
     for r in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
-        table.add_row(r["id"], f"{r['namespace']}/{r['name']}@{r['version']}", _styled(r["status"]), created,
-                      r["parent_id"] or "")
+        table.add_row(
+            r["id"],
+            Text(f"{r['namespace']}/{r['name']}@{r['version']}"),
+            _styled(r["status"]),
+            created,
+            r["parent_id"] or "",
+        )
     out.print(table)
     if next_cursor:
         out.print(f"more: --cursor {next_cursor}")
@@ -380,8 +467,10 @@ def retry(ctx: click.Context, task_id: str) -> None:
     """Re-open a failed task's failed steps (attempts reset, history kept)."""
     host = _host(ctx)
     reopened = host.retry(task_id, actor="cli")
-    out.print(f"re-opened {', '.join(reopened)} of task {task_id}; a worker will pick them up "
-              "(`teamflow worker`, or `teamflow serve`)")
+    out.print(
+        f"re-opened {', '.join(reopened)} of task {task_id}; a worker will pick them up "
+        "(`teamflow worker`, or `teamflow serve`)"
+    )
 
 
 @main.command()
@@ -401,7 +490,7 @@ def resolve(ctx: click.Context, task_id: str, step: str, result: str, actor: str
         raise click.UsageError(f"--result: not JSON: {exc}") from None
     host = _host(ctx)
     task = host.resolve_step(task_id, step, value, actor=actor or getpass.getuser())
-    out.print(f"step {step} of {task_id} resolved; task is {_styled(task.status)}")
+    out.print(f"step {escape(step)} of {escape(task_id)} resolved; task is {_styled(task.status)}")
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -465,7 +554,9 @@ def upgrade(ctx: click.Context) -> None:
     store = Store(url)
     store.connect()
     applied = store.upgrade()
-    out.print(f"schema at version {store.schema_version()}" + (f" (applied {applied})" if applied else " (current)"))
+    out.print(
+        f"schema at version {store.schema_version()}" + (f" (applied {applied})" if applied else " (current)")
+    )
     store.close()
 
 

@@ -108,7 +108,9 @@ _ENV: dict[str, tuple[str, Any]] = {
 }
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> HostConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> HostConfig:
     """Read the configuration file (if any) and apply environment overrides."""
     env = os.environ if env is None else env
     explicit = path or env.get("TEAMFLOW_CONFIG")
@@ -133,8 +135,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     try:
         config = converter.structure(data, HostConfig)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        problems = "; ".join(readable_errors(exc, root=str(file.name) if source != "defaults" else "$"))
-        raise ConfigError(f"invalid configuration ({source}): {problems}", file=source) from None
+        lines = "; ".join(readable_errors(exc, root=str(file.name) if source != "defaults" else "$"))
+        raise ConfigError(f"invalid configuration ({source}): {lines}", file=source) from None
     problems = _check(config)
     if problems:
         raise ConfigError(f"invalid configuration ({source}): " + "; ".join(problems), file=source)

@@ -28,25 +28,27 @@ def canonical_json(value: Any) -> str:
 def resolve_handler(handler: object) -> tuple[str, Callable[..., Any]]:
     """Return ``(module:qualname, callable)`` for a module-level callable or import string."""
     if isinstance(handler, str):
-        module_name, sep, qualname = handler.partition(":")
-        if not sep or not module_name or not qualname:
+        module_name, sep, attr_path = handler.partition(":")
+        if not sep or not module_name or not attr_path:
             raise HandlerError(f"handler {handler!r} is not an import string: write 'pkg.module:function'")
         try:
             target: Any = importlib.import_module(module_name)
         except Exception as exc:  # any import-time error of plugin code
             raise HandlerError(f"handler {handler!r}: cannot import {module_name!r}: {exc}") from exc
-        for part in qualname.split("."):
+        for part in attr_path.split("."):
             try:
                 target = getattr(target, part)
             except AttributeError:
-                raise HandlerError(f"handler {handler!r}: {module_name!r} has no attribute {qualname!r}") from None
+                raise HandlerError(
+                    f"handler {handler!r}: {module_name!r} has no attribute {attr_path!r}"
+                ) from None
         if not callable(target):
             raise HandlerError(f"handler {handler!r} is not callable")
         return handler, target
     if not callable(handler):
         raise HandlerError(f"handler {handler!r} is neither a callable nor a 'pkg.module:function' string")
-    module_name = getattr(handler, "__module__", None)
-    qualname = getattr(handler, "__qualname__", None)
+    module_name = getattr(handler, "__module__", None) or ""
+    qualname = getattr(handler, "__qualname__", None) or ""
     if not module_name or not qualname:
         raise HandlerError(f"handler {handler!r} has no __module__/__qualname__: use a module-level function")
     if "<lambda>" in qualname or "<locals>" in qualname:

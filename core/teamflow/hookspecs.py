@@ -44,7 +44,7 @@ def teamflow_workflows() -> list[Workflow]:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def teamflow_resolve_conflict(conflict: Conflict) -> Resolution | None:  # type: ignore[empty-body]
+def teamflow_resolve_conflict(conflict: Conflict) -> Resolution | None:
     """Decide a load-time conflict between distributions.
 
     :param conflict: the kind (``namespace`` or ``workflow``), the key and every

@@ -26,7 +26,9 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 def _in_process_source(plugin: object, name: str | None) -> Source:
     dist = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-    return Source(normalize_distribution(dist), str(getattr(plugin, "__version__", "0+local")), f"in-process {dist}")
+    return Source(
+        normalize_distribution(dist), str(getattr(plugin, "__version__", "0+local")), f"in-process {dist}"
+    )
 
 
 class Host:
@@ -66,11 +68,15 @@ class Host:
             recorded_owners=self.store.recorded_owners(),
             recorded_fingerprints=self.store.recorded_fingerprints(),
         )
-        self.registry: Registry = build_registry(self._plugins.collect(), rules, self._plugins.resolve_conflict)
+        self.registry: Registry = build_registry(
+            self._plugins.collect(), rules, self._plugins.resolve_conflict
+        )
         self.plugins: LoadReport = self._plugins.report(self.registry)
         self._publish()
         self.worker_id = new_worker_id()
-        self.engine = Engine(self.store, self.registry, self._plugins, lease_s=config.lease_s, worker_id=self.worker_id)
+        self.engine = Engine(
+            self.store, self.registry, self._plugins, lease_s=config.lease_s, worker_id=self.worker_id
+        )
         self._runner_lock = threading.Lock()
 
     @classmethod
@@ -95,8 +101,12 @@ class Host:
                 "definition": json.dumps(
                     {
                         "steps": [
-                            {"name": n, "depends_on": list(s.depends_on), "handler": e.handler_refs[n],
-                             "calls": list(s.calls)}
+                            {
+                                "name": n,
+                                "depends_on": list(s.depends_on),
+                                "handler": e.handler_refs[n],
+                                "calls": list(s.calls),
+                            }
                             for n, s in e.steps.items()
                         ],
                         "description": e.workflow.description,
@@ -118,7 +128,9 @@ class Host:
                 self.engine.runner.start()
             return self.engine.runner
 
-    def _make_runner(self, *, concurrency: int, namespaces: Sequence[str] | None, worker_mode: bool) -> Runner:
+    def _make_runner(
+        self, *, concurrency: int, namespaces: Sequence[str] | None, worker_mode: bool
+    ) -> Runner:
         waker = None
         if worker_mode and self.store.dialect == "postgres":
             from teamflow.store.listen import listener
@@ -152,11 +164,11 @@ class Host:
         """Run the task to the end in this process and return its final state."""
         entry = self.engine.prepare(request)
         runner = self.runner
-        task_id, claimed, existed = self.engine.create(request, claim=runner.serves(entry.namespace), entry=entry)
+        task_id, claimed, _ = self.engine.create(request, claim=runner.serves(entry.namespace), entry=entry)
         done = runner.waiter(task_id)
         if claimed:
             runner.adopt(task_id, claimed)
-        elif not existed:
+        else:  # an existing task (idempotency) or one this process does not serve: pick up what it can
             runner.track(task_id)
         return self.wait(task_id, timeout=timeout, event=done, progress=progress)
 
@@ -212,11 +224,18 @@ class Host:
                 at, _, last_id = cursor.partition("_")
                 before = (float(at), last_id)
             except ValueError:
-                raise TaskNotFound(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page") from None
+                raise TaskNotFound(
+                    f"invalid cursor {cursor!r}: pass the next_cursor of the previous page"
+                ) from None
         limit = max(1, min(limit, 500))
         rows = self.store.list_tasks(
-            filters={"namespace": namespace, "name": name, "version": version, "status": status,
-                     "parent_id": parent_id},
+            filters={
+                "namespace": namespace,
+                "name": name,
+                "version": version,
+                "status": status,
+                "parent_id": parent_id,
+            },
             limit=limit + 1,
             before=before,
         )
@@ -254,18 +273,28 @@ class Host:
         with self._runner_lock:
             if self.engine.runner is not None:
                 self.engine.runner.stop()
-            self.engine.runner = self._make_runner(concurrency=concurrency, namespaces=namespaces, worker_mode=True)
+            self.engine.runner = self._make_runner(
+                concurrency=concurrency, namespaces=namespaces, worker_mode=True
+            )
             self.engine.runner.start()
             return self.engine.runner
 
     def run_worker(
-        self, *, concurrency: int = 4, namespaces: Sequence[str] | None = None, stop: threading.Event | None = None
+        self,
+        *,
+        concurrency: int = 4,
+        namespaces: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Run a worker in this thread until ``stop`` is set; then finish or release steps in hand."""
         stop = stop or threading.Event()
         runner = self.start_worker(concurrency=concurrency, namespaces=namespaces)
-        logger.info("worker {} serving {} with concurrency {}", self.worker_id,
-                    ", ".join(namespaces or sorted(self.registry.namespaces)), concurrency)
+        logger.info(
+            "worker {} serving {} with concurrency {}",
+            self.worker_id,
+            ", ".join(namespaces or sorted(self.registry.namespaces)),
+            concurrency,
+        )
         stop.wait()
         runner.stop()
 
@@ -276,10 +305,19 @@ class Host:
             entry = self.registry.get(namespace, name, version)
             if entry is not None and entry.fingerprint == fingerprint:
                 continue
-            why = ("version not loaded (removed, blocked or refused)" if entry is None
-                   else f"definition drifted: tasks need {fingerprint[:12]}, loaded {entry.fingerprint[:12]}")
-            problems.append({"reference": f"{namespace}/{name}@{version}", "fingerprint": fingerprint,
-                             "tasks": count, "reason": why})
+            why = (
+                "version not loaded (removed, blocked or refused)"
+                if entry is None
+                else f"definition drifted: tasks need {fingerprint[:12]}, loaded {entry.fingerprint[:12]}"
+            )
+            problems.append(
+                {
+                    "reference": f"{namespace}/{name}@{version}",
+                    "fingerprint": fingerprint,
+                    "tasks": count,
+                    "reason": why,
+                }
+            )
         return problems
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from loguru import logger
 
@@ -12,7 +13,7 @@ TEXT_FORMAT = (
 )
 
 
-def _where(record: dict) -> None:  # type: ignore[type-arg]
+def _where(record: Any) -> None:
     extra = record["extra"]
     parts = []
     if "namespace" in extra:
@@ -30,5 +31,5 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     if log_format == "json":
         logger.add(sys.stderr, level=level, serialize=True)
     else:
-        logger.configure(patcher=_where)  # type: ignore[arg-type]
+        logger.configure(patcher=_where)
         logger.add(sys.stderr, level=level, format=TEXT_FORMAT)

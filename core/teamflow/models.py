@@ -136,7 +136,9 @@ class TaskResult:
         for step in self.steps:
             if step.name == name:
                 return step
-        raise KeyError(f"task {self.id} ({self.ref}) has no step {name!r}; steps: {[s.name for s in self.steps]}")
+        raise KeyError(
+            f"task {self.id} ({self.ref}) has no step {name!r}; steps: {[s.name for s in self.steps]}"
+        )
 
 
 @attrs.frozen

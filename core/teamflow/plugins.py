@@ -20,7 +20,7 @@ from loguru import logger
 from teamflow import hookspecs
 from teamflow.config import normalize_distribution
 from teamflow.events import TaskEvent
-from teamflow.models import Conflict, Resolution
+from teamflow.models import Candidate, Conflict, Resolution
 from teamflow.registry import ConflictOutcome, Contribution, Drift, Refusal, Registry, Source
 
 ENTRY_POINT_GROUP = "teamflow.plugins"
@@ -71,7 +71,10 @@ class LoadReport:
 
 
 def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    """The plugin's own line: for a SyntaxError the file it names, else the innermost real frame."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
     if not frames:
         return ""
     last = frames[-1]
@@ -97,7 +100,10 @@ class Plugins:
 
     def discover(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Load each entry point of ``group`` on its own; a broken one is recorded, not fatal."""
-        for ep in sorted(importlib_metadata.entry_points(group=group), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        for ep in sorted(
+            importlib_metadata.entry_points(group=group),
+            key=lambda e: (e.dist.name if e.dist else "", e.name),
+        ):
             dist_name = normalize_distribution(ep.dist.name) if ep.dist else ep.name
             dist_version = ep.dist.version if ep.dist else "0"
             source = Source(dist_name, dist_version, f"{ep.name} = {ep.value}")
@@ -131,11 +137,15 @@ class Plugins:
             return
         hooks = tuple(sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or ()))
         self._sources[name] = source
-        self._records[name] = PluginRecord(source.distribution, source.version, source.entry_point, "loaded", hooks=hooks)
+        self._records[name] = PluginRecord(
+            source.distribution, source.version, source.entry_point, "loaded", hooks=hooks
+        )
 
     def _fail(self, source: Source, error: str, where: str) -> None:
         key = f"{source.distribution}:{source.entry_point}"
-        self._records[key] = PluginRecord(source.distribution, source.version, source.entry_point, "failed", error, where)
+        self._records[key] = PluginRecord(
+            source.distribution, source.version, source.entry_point, "failed", error, where
+        )
 
     # -- registration hooks -----------------------------------------------------------
 
@@ -148,8 +158,14 @@ class Plugins:
             except Exception as exc:
                 logger.error("{} of {} raised {}", hook_name, source, _describe(exc))
                 self._hook_refusals.append(
-                    Refusal("hook_failed", source.distribution, source.version, hook_name,
-                            f"raised {_describe(exc)} at {_where(exc)}", f"fix {hook_name} in {source.distribution}")
+                    Refusal(
+                        "hook_failed",
+                        source.distribution,
+                        source.version,
+                        hook_name,
+                        f"raised {_describe(exc)} at {_where(exc)}",
+                        f"fix {hook_name} in {source.distribution}",
+                    )
                 )
                 continue
             yield source, items
@@ -166,10 +182,15 @@ class Plugins:
             source = self._sources[impl.plugin_name]
             if source.distribution not in self.resolvers:
                 self._hook_refusals.append(
-                    Refusal("resolver_ignored", source.distribution, source.version, "teamflow_resolve_conflict",
-                            "implements teamflow_resolve_conflict but is not listed in conflict_resolvers; "
-                            "its answers are ignored (a team cannot award itself another team's namespace)",
-                            "remove the hook, or have the platform add this distribution to conflict_resolvers")
+                    Refusal(
+                        "resolver_ignored",
+                        source.distribution,
+                        source.version,
+                        "teamflow_resolve_conflict",
+                        "implements teamflow_resolve_conflict but is not listed in conflict_resolvers; "
+                        "its answers are ignored (a team cannot award itself another team's namespace)",
+                        "remove the hook, or have the platform add this distribution to conflict_resolvers",
+                    )
                 )
         sources = set(namespaces) | set(workflows)
         return [
@@ -179,7 +200,10 @@ class Plugins:
 
     def resolve_conflict(self, conflict: Conflict) -> tuple[Resolution | None, str]:
         """Ask the configured resolvers in configuration order; first non-None answer wins."""
-        impls = {self._sources[i.plugin_name].distribution: i for i in self.pm.hook.teamflow_resolve_conflict.get_hookimpls()}
+        impls = {
+            self._sources[i.plugin_name].distribution: i
+            for i in self.pm.hook.teamflow_resolve_conflict.get_hookimpls()
+        }
         for distribution in self.resolvers:
             impl = impls.get(distribution)
             if impl is None:
@@ -187,10 +211,35 @@ class Plugins:
             try:
                 answer = impl.function(conflict=conflict)
             except Exception as exc:
-                logger.error("teamflow_resolve_conflict of {} raised {}; asking the next resolver", distribution, _describe(exc))
+                logger.error(
+                    "teamflow_resolve_conflict of {} raised {}; asking the next resolver",
+                    distribution,
+                    _describe(exc),
+                )
                 continue
-            if answer is not None:
-                return answer, distribution
+            if answer is None:
+                continue
+            if not isinstance(answer, Resolution) or not (
+                answer.kept is None or isinstance(answer.kept, Candidate)
+            ):
+                logger.error(
+                    "teamflow_resolve_conflict of {} returned {!r}, not a teamflow.Resolution; ignored",
+                    distribution,
+                    answer,
+                )
+                source = next(s for s in self._sources.values() if s.distribution == distribution)
+                self._hook_refusals.append(
+                    Refusal(
+                        "bad_resolution",
+                        distribution,
+                        source.version,
+                        conflict.key,
+                        f"teamflow_resolve_conflict returned {answer!r}, not a teamflow.Resolution; ignored",
+                        "return Resolution(kept=<one of conflict.candidates or None>, reason=...)",
+                    )
+                )
+                continue
+            return answer, distribution
         return None, ""
 
     # -- events -----------------------------------------------------------------------
@@ -214,17 +263,21 @@ class Plugins:
     def report(self, registry: Registry) -> LoadReport:
         namespaces: dict[str, list[str]] = {}
         workflows: dict[str, list[str]] = {}
-        for name, entry in registry.namespaces.items():
-            namespaces.setdefault(entry.owner, []).append(name)
+        for name, ns in registry.namespaces.items():
+            namespaces.setdefault(ns.owner, []).append(name)
         for entry in registry.entries():
             workflows.setdefault(entry.source.distribution, []).append(entry.ref)
         records = []
         for record in self._records.values():
-            records.append(attrs.evolve(
-                record,
-                namespaces=tuple(sorted(namespaces.get(record.distribution, ()))),
-                workflows=tuple(sorted(workflows.get(record.distribution, ()))),
-            ))
+            records.append(
+                attrs.evolve(
+                    record,
+                    namespaces=tuple(sorted(namespaces.get(record.distribution, ()))),
+                    workflows=tuple(sorted(workflows.get(record.distribution, ()))),
+                )
+            )
         records.sort(key=lambda r: (r.distribution, r.entry_point))
-        refusals = tuple(sorted(self._hook_refusals, key=lambda r: (r.distribution, r.kind))) + tuple(registry.refusals)
+        refusals = tuple(sorted(self._hook_refusals, key=lambda r: (r.distribution, r.kind))) + tuple(
+            registry.refusals
+        )
         return LoadReport(tuple(records), refusals, tuple(registry.conflicts), tuple(registry.drift))

@@ -28,7 +28,9 @@ class WorkflowRef:
 def parse_ref(text: str) -> WorkflowRef:
     """Parse ``namespace/name[@version]``; raise InvalidReference saying what to write."""
     if not isinstance(text, str) or not text.strip():
-        raise InvalidReference("a workflow reference is 'namespace/name[@version]', e.g. payments/process_refund@2.1.0")
+        raise InvalidReference(
+            "a workflow reference is 'namespace/name[@version]', e.g. payments/process_refund@2.1.0"
+        )
     path, _, version = text.strip().partition("@")
     namespace, slash, name = path.partition("/")
     if not slash or not valid_name(namespace) or not valid_name(name):

@@ -213,10 +213,14 @@ def _validate_step(step: Any, names: set[str]) -> None:
     if not isinstance(step, Step):
         raise _Invalid(f"{step!r} is not a teamflow.Step", "build each step with teamflow.Step(...)")
     if not valid_name(step.name):
-        raise _Invalid(f"step name {step.name!r} must match [a-z][a-z0-9_]*", "rename the step", step=str(step.name))
+        raise _Invalid(
+            f"step name {step.name!r} must match [a-z][a-z0-9_]*", "rename the step", step=str(step.name)
+        )
     for dep in step.depends_on:
         if dep == step.name:
-            raise _Invalid("step depends on itself (a cycle)", "remove it from its own depends_on", step=step.name)
+            raise _Invalid(
+                "step depends on itself (a cycle)", "remove it from its own depends_on", step=step.name
+            )
         if dep not in names:
             raise _Invalid(
                 f"depends on unknown step {dep!r}",
@@ -237,7 +241,9 @@ def _validate_step(step: Any, names: set[str]) -> None:
             if ref.version is not None:
                 parse_constraint(ref.version)
         except Exception as exc:
-            raise _Invalid(f"calls entry {call!r}: {exc}", "write 'namespace/name@version'", step=step.name) from None
+            raise _Invalid(
+                f"calls entry {call!r}: {exc}", "write 'namespace/name@version'", step=step.name
+            ) from None
 
 
 def _compile(workflow: Any, source: Source) -> WorkflowEntry:
@@ -260,7 +266,9 @@ def _compile(workflow: Any, source: Source) -> WorkflowEntry:
     for step in workflow.steps:
         name = getattr(step, "name", None)
         if name in names:
-            raise _Invalid("duplicate step name", "give every step of a workflow version its own name", step=name)
+            raise _Invalid(
+                "duplicate step name", "give every step of a workflow version its own name", step=name
+            )
         if isinstance(name, str):
             names.add(name)
     for step in workflow.steps:
@@ -295,8 +303,12 @@ def _compile(workflow: Any, source: Source) -> WorkflowEntry:
         handler_refs=refs,
         order=order,
         steps={s.name: s for s in workflow.steps},
-        successors={s.name: tuple(o.name for o in workflow.steps if s.name in o.depends_on) for s in workflow.steps},
-        step_rows=tuple((s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps),
+        successors={
+            s.name: tuple(o.name for o in workflow.steps if s.name in o.depends_on) for s in workflow.steps
+        },
+        step_rows=tuple(
+            (s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps
+        ),
     )
 
 
@@ -325,7 +337,8 @@ class Registry:
             by_workflow[(entry.namespace, entry.name)].append(entry)
         # Newest first: resolve() walks down and stops at the first match.
         self._versions = {
-            key: sorted(group, key=lambda e: e.version.key, reverse=True) for key, group in by_workflow.items()
+            key: sorted(group, key=lambda e: e.version.key, reverse=True)
+            for key, group in by_workflow.items()
         }
         self._names_by_namespace: dict[str, list[str]] = defaultdict(list)
         for ns, name in sorted(self._versions):
@@ -375,7 +388,9 @@ class Registry:
             self._require_workflow(namespace, name)
             raise AssertionError("unreachable")
         constraint = (
-            parse_constraint(version) if version is not None else self._default_versions.get((namespace, name))
+            parse_constraint(version)
+            if version is not None
+            else self._default_versions.get((namespace, name))
         )
         fallback: WorkflowEntry | None = None
         for entry in candidates:
@@ -407,7 +422,8 @@ class Registry:
             known = ", ".join(sorted(self.namespaces)) or "none"
             why = self.blocked.get(namespace)
             raise NamespaceNotFound(
-                f"namespace {namespace!r} is " + (f"blocked: {why}" if why else f"unknown; namespaces: {known}"),
+                f"namespace {namespace!r} is "
+                + (f"blocked: {why}" if why else f"unknown; namespaces: {known}"),
                 namespace=namespace,
                 namespaces=sorted(self.namespaces),
             )
@@ -433,7 +449,9 @@ class _Builder:
         self.conflicts: list[ConflictOutcome] = []
         self.blocked: dict[str, str] = {}
 
-    def refuse(self, kind: str, source: Source, subject: str, reason: str, fix: str = "", step: str | None = None) -> None:
+    def refuse(
+        self, kind: str, source: Source, subject: str, reason: str, fix: str = "", step: str | None = None
+    ) -> None:
         self.refusals.append(Refusal(kind, source.distribution, source.version, subject, reason, fix, step))
 
     def settle(self, conflict: Conflict, default: Resolution) -> Resolution:
@@ -441,7 +459,7 @@ class _Builder:
         resolution, resolver_name = self.resolver(conflict)
         if resolution is not None:
             if resolution.kept is None or resolution.kept in conflict.candidates:
-                resolution = attrs.evolve(resolution, decided_by=resolution.decided_by or resolver_name)
+                resolution = attrs.evolve(resolution, decided_by=resolver_name)
                 self.conflicts.append(ConflictOutcome(conflict, resolution))
                 return resolution
             self.refusals.append(
@@ -465,12 +483,17 @@ class _Builder:
             seen: dict[str, int] = defaultdict(int)
             for policy in contrib.namespaces:
                 if not isinstance(policy, NamespacePolicy):
-                    self.refuse("invalid_namespace", contrib.source, repr(policy), "not a teamflow.NamespacePolicy")
+                    self.refuse(
+                        "invalid_namespace", contrib.source, repr(policy), "not a teamflow.NamespacePolicy"
+                    )
                     continue
                 if not valid_name(policy.name):
                     self.refuse(
-                        "invalid_namespace", contrib.source, repr(policy.name),
-                        "namespace names must match [a-z][a-z0-9_]*", "rename the namespace",
+                        "invalid_namespace",
+                        contrib.source,
+                        repr(policy.name),
+                        "namespace names must match [a-z][a-z0-9_]*",
+                        "rename the namespace",
                     )
                     continue
                 seen[policy.name] += 1
@@ -479,8 +502,11 @@ class _Builder:
                 if count > 1:
                     del declared[name][contrib.source]
                     self.refuse(
-                        "duplicate", contrib.source, name,
-                        f"declares namespace {name!r} {count} times", "return each NamespacePolicy once",
+                        "duplicate",
+                        contrib.source,
+                        name,
+                        f"declares namespace {name!r} {count} times",
+                        "return each NamespacePolicy once",
                     )
 
         entries: dict[str, NamespaceEntry] = {}
@@ -494,7 +520,9 @@ class _Builder:
             if name in self.rules.platform_namespaces:
                 for source in sources:
                     self.refuse(
-                        "not_owner", source, name,
+                        "not_owner",
+                        source,
+                        name,
                         f"namespace {name!r} is defined by the host configuration ({CONFIG_OWNER})",
                         f"drop the policy; to contribute workflows ask for '{source.distribution}' "
                         f"in [namespaces.{name}] contributors",
@@ -522,30 +550,44 @@ class _Builder:
                 fix = f"install {pin}, or change [owner_pins] {name}"
             if len(sources) > 1 or winner is None:
                 kept = Candidate(winner.distribution, winner.version, name) if winner else None
-                self.conflicts.append(ConflictOutcome(Conflict("namespace", name, candidates),
-                                                      Resolution(kept, reason, "owner pin")))
+                self.conflicts.append(
+                    ConflictOutcome(
+                        Conflict("namespace", name, candidates), Resolution(kept, reason, "owner pin")
+                    )
+                )
         elif recorded is not None and recorded != CONFIG_OWNER:
             winner = next((s for s in sources if s.distribution == recorded), None)
             reason = f"the store recorded {recorded} as owner of {name!r}"
-            fix = (f"to hand {name!r} over, pin it in {CONFIG_OWNER}: [owner_pins] {name} = "
-                   f'"<distribution>"')
+            fix = f'to hand {name!r} over, pin it in {CONFIG_OWNER}: [owner_pins] {name} = "<distribution>"'
             if len(sources) > 1 or winner is None:
                 kept = Candidate(winner.distribution, winner.version, name) if winner else None
-                self.conflicts.append(ConflictOutcome(Conflict("namespace", name, candidates),
-                                                      Resolution(kept, reason, "recorded owner")))
+                self.conflicts.append(
+                    ConflictOutcome(
+                        Conflict("namespace", name, candidates), Resolution(kept, reason, "recorded owner")
+                    )
+                )
         elif len(dists) == 1 and len(sources) == 1:
             winner = sources[0]
             reason, fix = "", ""
         else:
-            default = Resolution(None, f"{len(sources)} distributions declare namespace {name!r} and no owner "
-                                       "pin or recorded owner decides", "default")
+            default = Resolution(
+                None,
+                f"{len(sources)} distributions declare namespace {name!r} and no owner "
+                "pin or recorded owner decides",
+                "default",
+            )
             resolution = self.settle(Conflict("namespace", name, candidates), default)
             if resolution.kept is not None:
-                winner = next(s for s in sources if s.distribution == resolution.kept.distribution
-                              and s.version == resolution.kept.version)
+                winner = next(
+                    s
+                    for s in sources
+                    if s.distribution == resolution.kept.distribution and s.version == resolution.kept.version
+                )
             reason = resolution.reason
-            fix = (f'pin the owner in {CONFIG_OWNER}: [owner_pins] {name} = "<distribution>", '
-                   "or uninstall all but one")
+            fix = (
+                f'pin the owner in {CONFIG_OWNER}: [owner_pins] {name} = "<distribution>", '
+                "or uninstall all but one"
+            )
         for source in sources:
             if source is not winner:
                 self.refuse("namespace_conflict", source, name, f"namespace refused: {reason}", fix)
@@ -573,7 +615,9 @@ class _Builder:
             for key, group in mine.items():
                 if len(group) > 1:
                     self.refuse(
-                        "duplicate", contrib.source, group[0].ref,
+                        "duplicate",
+                        contrib.source,
+                        group[0].ref,
                         f"registered {len(group)} times by one distribution",
                         "return each workflow version once from teamflow_workflows",
                     )
@@ -584,16 +628,22 @@ class _Builder:
         drift: list[Drift] = []
         for key in sorted(compiled):
             by_source = compiled[key]
-            entry = self._settle_key(key, by_source, namespaces)
-            if entry is None:
+            settled = self._settle_key(key, by_source, namespaces)
+            if settled is None:
                 continue
+            entry = settled
             recorded = self.rules.recorded_fingerprints.get(key)
             if recorded and recorded != entry.fingerprint and not entry.version.is_prerelease:
-                drift.append(Drift(entry.ref, entry.source.distribution, recorded, entry.fingerprint,
-                                   self.rules.strict))
+                drift.append(
+                    Drift(
+                        entry.ref, entry.source.distribution, recorded, entry.fingerprint, self.rules.strict
+                    )
+                )
                 if self.rules.strict:
                     self.refuse(
-                        "drift", entry.source, entry.ref,
+                        "drift",
+                        entry.source,
+                        entry.ref,
                         f"released version changed without a version bump (recorded fingerprint "
                         f"{recorded[:12]}, now {entry.fingerprint[:12]}); refused in strict mode",
                         "release the change under a new version, or restore the released definition",
@@ -603,7 +653,10 @@ class _Builder:
         return accepted, drift
 
     def _settle_key(
-        self, key: tuple[str, str, str], by_source: dict[Source, WorkflowEntry], namespaces: dict[str, NamespaceEntry]
+        self,
+        key: tuple[str, str, str],
+        by_source: dict[Source, WorkflowEntry],
+        namespaces: dict[str, NamespaceEntry],
     ) -> WorkflowEntry | None:
         ns = namespaces.get(key[0])
         sources = sorted(by_source, key=lambda s: (s.distribution, s.entry_point))
@@ -612,20 +665,34 @@ class _Builder:
             candidates = tuple(Candidate(s.distribution, s.version, ref) for s in sources)
             owners = [s for s in sources if ns is not None and s.distribution == ns.owner]
             if len(owners) == 1:
-                default = Resolution(Candidate(owners[0].distribution, owners[0].version, ref),
-                                     f"{owners[0].distribution} owns namespace {key[0]!r}", "default")
+                default = Resolution(
+                    Candidate(owners[0].distribution, owners[0].version, ref),
+                    f"{owners[0].distribution} owns namespace {key[0]!r}",
+                    "default",
+                )
             else:
-                default = Resolution(None, f"{len(sources)} distributions register {ref} and none of them "
-                                           f"owns namespace {key[0]!r}", "default")
+                default = Resolution(
+                    None,
+                    f"{len(sources)} distributions register {ref} and none of them owns namespace {key[0]!r}",
+                    "default",
+                )
             resolution = self.settle(Conflict("workflow", ref, candidates), default)
             winner = None
             if resolution.kept is not None:
-                winner = next(s for s in sources if s.distribution == resolution.kept.distribution
-                              and s.version == resolution.kept.version)
+                winner = next(
+                    s
+                    for s in sources
+                    if s.distribution == resolution.kept.distribution and s.version == resolution.kept.version
+                )
             for source in sources:
                 if source is not winner:
-                    self.refuse("workflow_conflict", source, ref, f"workflow version refused: {resolution.reason}",
-                                f"bump the version, or register it in a namespace {source.distribution} owns")
+                    self.refuse(
+                        "workflow_conflict",
+                        source,
+                        ref,
+                        f"workflow version refused: {resolution.reason}",
+                        f"bump the version, or register it in a namespace {source.distribution} owns",
+                    )
             if winner is None:
                 self.blocked[ref] = resolution.reason
                 return None
@@ -633,16 +700,28 @@ class _Builder:
         source = sources[0]
         if ns is None:
             why = self.blocked.get(key[0])
-            reason = (f"namespace {key[0]!r} is blocked: {why}" if why
-                      else f"namespace {key[0]!r} is not declared by any distribution")
-            self.refuse("undeclared_namespace", source, ref, reason,
-                        f"declare it with teamflow_namespaces() or ask its owner; see `teamflow check`")
+            reason = (
+                f"namespace {key[0]!r} is blocked: {why}"
+                if why
+                else f"namespace {key[0]!r} is not declared by any distribution"
+            )
+            self.refuse(
+                "undeclared_namespace",
+                source,
+                ref,
+                reason,
+                "declare it with teamflow_namespaces() or ask its owner; see `teamflow check`",
+            )
             return None
         if not ns.may_register(source.distribution):
-            self.refuse("not_owner", source, ref,
-                        f"namespace {key[0]!r} belongs to {ns.owner} (team {ns.policy.owner_team})",
-                        f"register it in a namespace {source.distribution} owns, or ask {ns.policy.contact_email} "
-                        "to add it as a contributor")
+            self.refuse(
+                "not_owner",
+                source,
+                ref,
+                f"namespace {key[0]!r} belongs to {ns.owner} (team {ns.policy.owner_team})",
+                f"register it in a namespace {source.distribution} owns, or ask {ns.policy.contact_email} "
+                "to add it as a contributor",
+            )
             return None
         return by_source[source]
 
@@ -654,11 +733,29 @@ def _subject(workflow: Any) -> str:
 
 
 def build_registry(
-    contributions: Iterable[Contribution], rules: Rules | None = None, resolver: ConflictResolver | None = None
+    contributions: Iterable[Contribution],
+    rules: Rules | None = None,
+    resolver: ConflictResolver | None = None,
 ) -> Registry:
     """Validate and index every contribution; the outcome does not depend on their order."""
     rules = rules or Rules()
-    ordered = sorted(contributions, key=lambda c: (c.source.distribution, c.source.entry_point, c.source.version))
+    # The distribution is the unit of ownership: merge its entry points into one contribution.
+    merged: dict[tuple[str, str], Contribution] = {}
+    for c in sorted(contributions, key=lambda c: c.source.entry_point):
+        key = (c.source.distribution, c.source.version)
+        seen = merged.get(key)
+        merged[key] = (
+            c
+            if seen is None
+            else Contribution(
+                attrs.evolve(seen.source, entry_point=f"{seen.source.entry_point}; {c.source.entry_point}"),
+                seen.namespaces + c.namespaces,
+                seen.workflows + c.workflows,
+            )
+        )
+    ordered = sorted(
+        merged.values(), key=lambda c: (c.source.distribution, c.source.entry_point, c.source.version)
+    )
     builder = _Builder(rules, resolver or _no_resolver)
     namespaces = builder.namespaces(ordered)
     entries, drift = builder.workflows(ordered, namespaces)

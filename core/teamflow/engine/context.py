@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from teamflow.engine.engine import Engine
 
 
-class Park(BaseException):  # noqa: N818 - control flow, not an error
+class Park(BaseException):
     """Raised inside ``run_workflow`` to park the calling step until its child finishes.
 
     A ``BaseException`` so that a handler's ``except Exception`` cannot swallow it.
@@ -41,7 +41,17 @@ class TaskInfo:
 class StepContext:
     """The handler's view of its task: context, earlier results, and child workflows."""
 
-    __slots__ = ("_engine", "_ordinal", "attempt", "context", "idempotency_key", "log", "results", "step", "task")
+    __slots__ = (
+        "_engine",
+        "_ordinal",
+        "attempt",
+        "context",
+        "idempotency_key",
+        "log",
+        "results",
+        "step",
+        "task",
+    )
 
     def __init__(
         self,

@@ -46,7 +46,9 @@ def request_hash(request: TaskRequest) -> str:
 
 
 class Engine:
-    def __init__(self, store: Store, registry: Registry, plugins: Plugins, *, lease_s: float, worker_id: str) -> None:
+    def __init__(
+        self, store: Store, registry: Registry, plugins: Plugins, *, lease_s: float, worker_id: str
+    ) -> None:
         self.store = store
         self.registry = registry
         self.plugins = plugins
@@ -75,7 +77,9 @@ class Engine:
             )
         ns = self.registry.namespaces[entry.namespace]
         if ns.policy.requires_approval:
-            approvers = set(self.store.approvals(entry.namespace, entry.name, entry.version.text, entry.fingerprint))
+            approvers = set(
+                self.store.approvals(entry.namespace, entry.name, entry.version.text, entry.fingerprint)
+            )
             if not approvers & set(ns.policy.approvers):
                 raise NotApproved(
                     f"{entry.ref} is in namespace {entry.namespace!r}, which requires approval of each version; "
@@ -103,7 +107,7 @@ class Engine:
             if existing is not None:
                 return self._same_request(existing, request, digest), [], True
         task_id = str(uuid.uuid4())
-        task = {
+        task: dict[str, Any] = {
             "id": task_id,
             "namespace": entry.namespace,
             "name": entry.name,
@@ -114,8 +118,12 @@ class Engine:
             "request_hash": digest,
         }
         if parent is not None:
-            task.update(parent_id=parent.task.id, parent_step=parent.step, parent_attempt=parent.attempt,
-                        call_ordinal=ordinal)
+            task.update(
+                parent_id=parent.task.id,
+                parent_step=parent.step,
+                parent_attempt=parent.attempt,
+                call_ordinal=ordinal,
+            )
         try:
             claimed = self.store.create_task(
                 task, entry.step_rows, claim_for=self.worker_id if claim else None, lease_s=self.lease_s
@@ -170,18 +178,24 @@ class Engine:
             entry = self.registry.resolve(request.namespace, request.name, request.version)
             policy = self.registry.namespaces[entry.namespace].policy
         except TeamflowError as exc:
-            raise PermanentError(f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}") from None
+            raise PermanentError(
+                f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}"
+            ) from None
         if not policy.allows_caller(ctx.task.namespace):
             raise PermanentError(
-                str(CallerNotAllowed(
-                    f"namespace {ctx.task.namespace!r} may not call {entry.ref}: namespace {entry.namespace!r} "
-                    f"allows callers {', '.join(policy.allowed_callers) or '(none)'}; ask {policy.contact_email}"
-                ))
+                str(
+                    CallerNotAllowed(
+                        f"namespace {ctx.task.namespace!r} may not call {entry.ref}: namespace {entry.namespace!r} "
+                        f"allows callers {', '.join(policy.allowed_callers) or '(none)'}; ask {policy.contact_email}"
+                    )
+                )
             )
         try:
             entry = self.prepare(request)
         except TeamflowError as exc:
-            raise PermanentError(f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}") from None
+            raise PermanentError(
+                f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}"
+            ) from None
         runner = self.runner
         serves = runner is not None and runner.serves(entry.namespace)
         child_id, claimed, _ = self.create(request, claim=serves, parent=ctx, ordinal=ordinal, entry=entry)
@@ -254,7 +268,8 @@ class Engine:
         if current.status != "failed":
             raise TaskStateError(
                 f"task {task_id} ({current.ref}) is {current.status}; only failed tasks can be retried",
-                task_id=task_id, status=current.status,
+                task_id=task_id,
+                status=current.status,
             )
         entry = self._entry_for(current)
         reopened = self.store.reopen(task_id, {n: tuple(s.depends_on) for n, s in entry.steps.items()}, actor)
@@ -266,7 +281,9 @@ class Engine:
         current = self.get_task(task_id)
         entry = self._entry_for(current)
         if step not in entry.steps:
-            raise TaskStateError(f"task {task_id} ({current.ref}) has no step {step!r}; steps: {', '.join(entry.order)}")
+            raise TaskStateError(
+                f"task {task_id} ({current.ref}) has no step {step!r}; steps: {', '.join(entry.order)}"
+            )
         if current.status == "cancelled":
             raise TaskStateError(f"task {task_id} ({current.ref}) was cancelled; it cannot be resumed")
         try:
@@ -277,7 +294,9 @@ class Engine:
         if previous in ("completed", "resolved"):
             raise TaskStateError(f"step {step!r} of task {task_id} is already {previous}")
         if previous == "in_progress":
-            logger.warning("step {} of task {} was resolved by {} while a worker held it", step, task_id, actor)
+            logger.warning(
+                "step {} of task {} was resolved by {} while a worker held it", step, task_id, actor
+            )
         self.announce(applied)
         if self.runner is not None:
             self.runner.track(task_id)
@@ -295,22 +314,40 @@ class Engine:
     # -- events ---------------------------------------------------------------------------
 
     def fire(self, kind: str, task_id: str, entry: Any, **fields: Any) -> None:
-        self.plugins.fire(TaskEvent(kind=kind, task_id=task_id, namespace=entry.namespace, name=entry.name,
-                                    version=entry.version if isinstance(entry.version, str) else entry.version.text,
-                                    at=time.time(), **fields))
+        self.plugins.fire(
+            TaskEvent(
+                kind=kind,
+                task_id=task_id,
+                namespace=entry.namespace,
+                name=entry.name,
+                version=entry.version if isinstance(entry.version, str) else entry.version.text,
+                at=time.time(),
+                **fields,
+            )
+        )
 
     def announce(self, applied: Applied, started: Sequence[str] = ()) -> None:
         """Fire the events of a committed batch, in the order the changes happened."""
         if not self._events:
             return
-        rows = self.store.task_rows(sorted({o.claim.task_id for o in applied.accepted + applied.claimed}
-                                           | {t for t, _ in applied.finished_tasks} | set(started)))
+        rows = self.store.task_rows(
+            sorted(
+                {o.claim.task_id for o in applied.accepted}
+                | {c.task_id for c in applied.claimed}
+                | {t for t, _ in applied.finished_tasks}
+                | set(started)
+            )
+        )
         for task_id in started:
             self.fire("task.started", task_id, rows[task_id])
         for out in applied.accepted:
             row = rows[out.claim.task_id]
-            kind = {"complete": "step.completed", "retry": "step.retrying", "fail": "step.failed",
-                    "park": "step.waiting"}[out.kind]
+            kind = {
+                "complete": "step.completed",
+                "retry": "step.retrying",
+                "fail": "step.failed",
+                "park": "step.waiting",
+            }[out.kind]
             self.fire(kind, row.id, row, step=out.claim.name, attempt=out.claim.attempt, error=out.error)
         for c in applied.claimed:
             self.fire("step.started", c.task_id, rows[c.task_id], step=c.name, attempt=c.attempt)

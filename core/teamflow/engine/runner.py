@@ -107,7 +107,9 @@ class Runner:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"teamflow-runner-{self.worker_id}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name=f"teamflow-runner-{self.worker_id}", daemon=True
+            )
             self._thread.start()
             if self._waker is not None:
                 self._waker(self.wake)
@@ -189,7 +191,9 @@ class Runner:
             until.append(self._timers[0][0] - now)
         if self.worker_mode or self._tracked:
             until.append(self._next_poll - now)
-        deadlines = [r.deadline - now for r in self._running.values() if r.deadline is not None and not r.abandoned]
+        deadlines = [
+            r.deadline - now for r in self._running.values() if r.deadline is not None and not r.abandoned
+        ]
         until.extend(deadlines)
         return max(0.001, min(until))
 
@@ -201,7 +205,9 @@ class Runner:
         for out in applied.dropped:
             logger.warning(
                 "step {} of task {} attempt {}: result dropped, the lease was lost to another worker",
-                out.claim.name, out.claim.task_id, out.claim.attempt,
+                out.claim.name,
+                out.claim.task_id,
+                out.claim.attempt,
             )
         for out in applied.accepted:
             if out.kind == "complete":
@@ -285,7 +291,9 @@ class Runner:
     def _release_running(self) -> None:
         claims = [r.claim for r in self._running.values() if not r.abandoned]
         if claims:
-            logger.warning("worker {} stopping: releasing {} step(s) still running", self.worker_id, len(claims))
+            logger.warning(
+                "worker {} stopping: releasing {} step(s) still running", self.worker_id, len(claims)
+            )
             self.store.release(claims, self.worker_id, 0.0, "worker stopped")
 
     # -- dispatching ---------------------------------------------------------------------
@@ -314,18 +322,29 @@ class Runner:
             self._pool.submit(self._run, claim, cache)
         if unservable:
             for claim in unservable:
-                logger.warning("worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name,
-                               claim.task_id, self._why_unservable(claim.task_id))
-            self.store.release(unservable, self.worker_id, UNSERVABLE_DELAY_S,
-                               f"worker {self.worker_id} does not hold this workflow version and fingerprint")
+                logger.warning(
+                    "worker {} cannot serve step {} of task {}: {}",
+                    self.worker_id,
+                    claim.name,
+                    claim.task_id,
+                    self._why_unservable(claim.task_id),
+                )
+            self.store.release(
+                unservable,
+                self.worker_id,
+                UNSERVABLE_DELAY_S,
+                f"worker {self.worker_id} does not hold this workflow version and fingerprint",
+            )
 
     def _why_unservable(self, task_id: str) -> str:
         cache = self._cache.get(task_id)
         if cache is None:
             return "task not found"
         row = cache.row
-        return (f"{row.namespace}/{row.name}@{row.version} with fingerprint {row.fingerprint[:12]} "
-                "is not in this worker's registry")
+        return (
+            f"{row.namespace}/{row.name}@{row.version} with fingerprint {row.fingerprint[:12]} "
+            "is not in this worker's registry"
+        )
 
     def _load(self, task_ids: list[str]) -> None:
         missing = sorted({t for t in task_ids if t not in self._cache})
@@ -335,7 +354,9 @@ class Runner:
             entry = self.engine.registry.get(row.namespace, row.name, row.version)
             if entry is not None and entry.fingerprint != row.fingerprint:
                 entry = None
-            self._cache[task_id] = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version))
+            self._cache[task_id] = _TaskCache(
+                row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version)
+            )
             if not self.worker_mode:
                 self._tracked.add(task_id)
         # Tasks finished by other workers never report back here: keep the cache bounded.
@@ -347,11 +368,18 @@ class Runner:
     def _run(self, claim: Claimed, cache: _TaskCache) -> None:
         entry = cache.entry
         assert entry is not None
-        step = entry.steps[claim.name]
-        log = logger.bind(namespace=entry.namespace, workflow=entry.name, version=entry.version.text,
-                          task_id=claim.task_id, step=claim.name, attempt=claim.attempt)
-        ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context,
-                          dict(cache.results), log)
+        entry.steps[claim.name]
+        log = logger.bind(
+            namespace=entry.namespace,
+            workflow=entry.name,
+            version=entry.version.text,
+            task_id=claim.task_id,
+            step=claim.name,
+            attempt=claim.attempt,
+        )
+        ctx = StepContext(
+            self.engine, cache.info, claim.name, claim.attempt, cache.row.context, dict(cache.results), log
+        )
         try:
             outcome = self._outcome(claim, entry, ctx, log)
         except BaseException as exc:  # never lose a claim, whatever happened
@@ -367,11 +395,7 @@ class Runner:
         step = entry.steps[claim.name]
         handler = entry.handlers[claim.name]
         try:
-            if inspect.iscoroutinefunction(handler):
-                result = asyncio.run(handler(ctx))
-            else:
-                result = handler(ctx)
-            text = json.dumps(result, allow_nan=False)
+            result = asyncio.run(handler(ctx)) if inspect.iscoroutinefunction(handler) else handler(ctx)
         except Park as park:
             log.debug("parked waiting for child task {}", park.child_id)
             return Outcome("park", claim, child_id=park.child_id)
@@ -379,33 +403,56 @@ class Runner:
             return self._failure(claim, step, exc, permanent=True, log=log)
         except RetryableError as exc:
             return self._failure(claim, step, exc, permanent=False, log=log, retry_after=exc.retry_after)
-        except (TypeError, ValueError) as exc:
-            if "JSON" in str(exc) or "serializable" in str(exc):
-                exc = PermanentError(f"the handler's result is not JSON-serialisable: {exc}")
-                return self._failure(claim, step, exc, permanent=True, log=log)
-            return self._failure(claim, step, exc, permanent=not step.retryable, log=log)
         except Exception as exc:
             return self._failure(claim, step, exc, permanent=not step.retryable, log=log)
+        try:
+            text = json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            bad = PermanentError(f"the handler's result is not JSON-serialisable: {exc}")
+            return self._failure(claim, step, bad, permanent=True, log=log)
         return Outcome("complete", claim, result=text, successors=entry.successors[claim.name])
 
-    def _failure(self, claim: Claimed, step: Any, exc: BaseException, *, permanent: bool, log: Any,
-                 retry_after: float | None = None) -> Outcome:
+    def _failure(
+        self,
+        claim: Claimed,
+        step: Any,
+        exc: BaseException,
+        *,
+        permanent: bool,
+        log: Any,
+        retry_after: float | None = None,
+    ) -> Outcome:
         kind = type(exc).__name__
         message = getattr(exc, "message", None) or str(exc) or kind
         max_attempts = 1 + step.retry_limit
         if not permanent and claim.attempt < max_attempts:
-            delay = retry_after if retry_after is not None else backoff(claim.attempt, self.retry_base_s,
-                                                                        self.retry_max_s)
-            log.warning("attempt {}/{} failed ({}: {}); retrying in {:.2f}s", claim.attempt, max_attempts, kind,
-                        message, delay)
+            delay = (
+                retry_after
+                if retry_after is not None
+                else backoff(claim.attempt, self.retry_base_s, self.retry_max_s)
+            )
+            log.warning(
+                "attempt {}/{} failed ({}: {}); retrying in {:.2f}s",
+                claim.attempt,
+                max_attempts,
+                kind,
+                message,
+                delay,
+            )
             return Outcome("retry", claim, error=message, error_type=kind, delay=delay)
         why = "permanent error" if permanent else f"gave up after {claim.attempt} attempt(s)"
-        summary = f"step {claim.name!r} failed ({why}, attempt {claim.attempt}/{max_attempts}): {kind}: {message}"
+        summary = (
+            f"step {claim.name!r} failed ({why}, attempt {claim.attempt}/{max_attempts}): {kind}: {message}"
+        )
         log.error(summary)
         return Outcome("fail", claim, error=summary, error_type=kind)
 
     def _check_timeouts(self, now: float) -> None:
-        late = [r for r in self._running.values() if r.deadline is not None and not r.abandoned and now > r.deadline]
+        late = [
+            r
+            for r in self._running.values()
+            if r.deadline is not None and not r.abandoned and now > r.deadline
+        ]
         if not late:
             return
         outcomes = []

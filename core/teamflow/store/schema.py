@@ -146,7 +146,15 @@ class Approval(_Base):
         indexes = ((("namespace", "name", "version", "fingerprint"), False),)
 
 
-MODELS: tuple[type[pw.Model], ...] = (Meta, Task, WorkflowStep, Transition, NamespaceOwner, PublishedVersion, Approval)
+MODELS: tuple[type[pw.Model], ...] = (
+    Meta,
+    Task,
+    WorkflowStep,
+    Transition,
+    NamespaceOwner,
+    PublishedVersion,
+    Approval,
+)
 
 
 def _v1(db: pw.Database) -> None:

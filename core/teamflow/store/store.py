@@ -14,16 +14,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import attrs
 import peewee as pw
-from loguru import logger
+from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.errors import StoreError
 from teamflow.store import schema
 
 TERMINAL = ("completed", "failed", "cancelled")
+CHANNEL = "teamflow"
 DONE_STEP = ("completed", "resolved")
 
 
@@ -78,7 +79,7 @@ class Applied:
 
 def _sqlite_path(url: str) -> str:
     if url.startswith("sqlite:///"):
-        return url[len("sqlite:///"):] or ":memory:"
+        return url[len("sqlite:///") :] or ":memory:"
     if url in ("sqlite://", "sqlite:"):
         return ":memory:"
     raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
@@ -107,21 +108,35 @@ class Store:
             self.now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
         elif scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
             self.dialect = "postgres"
-            parsed = urlparse(url)
-            self.db = pw.PostgresqlDatabase(
-                (parsed.path or "/postgres").lstrip("/"),
-                user=parsed.username,
-                password=parsed.password,
-                host=parsed.hostname,
-                port=parsed.port or 5432,
-                autorollback=True,
+            params = self.connect_params()
+            # One pool per process; peewee keeps each thread's connection until it is closed.
+            self.db = PooledPostgresqlDatabase(
+                params.pop("dbname"), max_connections=64, stale_timeout=300, **params
             )
             self.now_sql = "extract(epoch from clock_timestamp())"
         else:
-            raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+            raise StoreError(
+                f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+            )
         self._sql_cache: dict[str, str] = {}
         schema.proxy.initialize(self.db)
         self._bind()
+
+    def connect_params(self) -> dict[str, Any]:
+        """psycopg2 keyword arguments from a ``postgresql://user:pw@host:port/db?schema=x`` URL."""
+        parsed = urlparse(self.url)
+        query = parse_qs(parsed.query)
+        params: dict[str, Any] = {
+            "dbname": (parsed.path or "/postgres").lstrip("/") or "postgres",
+            "user": parsed.username,
+            "password": parsed.password,
+            "host": parsed.hostname,
+            "port": parsed.port or 5432,
+            "connect_timeout": int(query.get("connect_timeout", ["5"])[0]),
+        }
+        if "schema" in query:
+            params["options"] = f"-c search_path={query['schema'][0]}"
+        return {k: v for k, v in params.items() if v is not None}
 
     def _bind(self) -> None:
         for model in schema.MODELS:
@@ -142,8 +157,17 @@ class Store:
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
         try:
             return self.db.execute_sql(self.sql(text), params)
-        except pw.OperationalError as exc:
-            raise StoreError(f"database error on {self.safe_url}: {exc}") from exc
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            if self.db.transaction_depth() == 0:
+                self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+
+    def reset(self) -> None:
+        """Drop this thread's connection (after the server went away); the next query reconnects."""
+        try:
+            self.db.close()
+        except Exception:
+            self.db._state.reset()  # type: ignore[attr-defined]
 
     @property
     def safe_url(self) -> str:
@@ -156,10 +180,17 @@ class Store:
     def tx(self) -> Iterator[None]:
         """One short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
         self._local.notify = False
-        with self.db.atomic():
-            yield
-            if self._local.notify and self.dialect == "postgres":
-                self.db.execute_sql("SELECT pg_notify('teamflow', '')")
+        try:
+            with self.db.atomic():
+                yield
+                if self._local.notify and self.dialect == "postgres":
+                    self.db.execute_sql(f"SELECT pg_notify('{CHANNEL}', '')")
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+        except StoreError:
+            self.reset()
+            raise
 
     def notify(self) -> None:
         """Ask for one NOTIFY when the current transaction commits (PostgreSQL only)."""
@@ -252,8 +283,11 @@ class Store:
                 row = existing.get(ns["name"])
                 if row is None:
                     schema.NamespaceOwner.insert(
-                        name=ns["name"], distribution=ns["owner"], policy=json.dumps(ns["policy"]),
-                        recorded_at=now, updated_at=now,
+                        name=ns["name"],
+                        distribution=ns["owner"],
+                        policy=json.dumps(ns["policy"]),
+                        recorded_at=now,
+                        updated_at=now,
                     ).on_conflict_ignore().execute()
                 elif row.distribution != ns["owner"] or row.policy != json.dumps(ns["policy"]):
                     schema.NamespaceOwner.update(
@@ -262,22 +296,30 @@ class Store:
             known = {
                 (r.namespace, r.name, r.version): r
                 for r in schema.PublishedVersion.select(
-                    schema.PublishedVersion.namespace, schema.PublishedVersion.name,
-                    schema.PublishedVersion.version, schema.PublishedVersion.fingerprint,
+                    schema.PublishedVersion.namespace,
+                    schema.PublishedVersion.name,
+                    schema.PublishedVersion.version,
+                    schema.PublishedVersion.fingerprint,
                     schema.PublishedVersion.distribution_version,
                 )
             }
             fresh = []
             for v in versions:
                 key = (v["namespace"], v["name"], v["version"])
-                row = known.get(key)
-                if row is None:
+                published = known.get(key)
+                if published is None:
                     fresh.append(dict(v, first_fingerprint=v["fingerprint"], published_at=now))
-                elif row.fingerprint != v["fingerprint"] or row.distribution_version != v["distribution_version"]:
+                elif (
+                    published.fingerprint != v["fingerprint"]
+                    or published.distribution_version != v["distribution_version"]
+                ):
                     schema.PublishedVersion.update(
-                        fingerprint=v["fingerprint"], distribution=v["distribution"],
-                        distribution_version=v["distribution_version"], deprecated=v["deprecated"],
-                        definition=v["definition"], published_at=now,
+                        fingerprint=v["fingerprint"],
+                        distribution=v["distribution"],
+                        distribution_version=v["distribution_version"],
+                        deprecated=v["deprecated"],
+                        definition=v["definition"],
+                        published_at=now,
                     ).where(
                         (schema.PublishedVersion.namespace == key[0])
                         & (schema.PublishedVersion.name == key[1])
@@ -295,8 +337,13 @@ class Store:
             (schema.PublishedVersion.namespace == namespace) & (schema.PublishedVersion.name == name)
         )
         return [
-            {"version": r.version, "fingerprint": r.fingerprint, "deprecated": r.deprecated,
-             "definition": json.loads(r.definition), "distribution": r.distribution}
+            {
+                "version": r.version,
+                "fingerprint": r.fingerprint,
+                "deprecated": r.deprecated,
+                "definition": json.loads(r.definition),
+                "distribution": r.distribution,
+            }
             for r in query
         ]
 
@@ -304,8 +351,10 @@ class Store:
         return {
             (r.namespace, r.name, r.version, r.fingerprint)
             for r in schema.PublishedVersion.select(
-                schema.PublishedVersion.namespace, schema.PublishedVersion.name,
-                schema.PublishedVersion.version, schema.PublishedVersion.fingerprint,
+                schema.PublishedVersion.namespace,
+                schema.PublishedVersion.name,
+                schema.PublishedVersion.version,
+                schema.PublishedVersion.fingerprint,
             )
         }
 
@@ -314,14 +363,20 @@ class Store:
     def approve(self, namespace: str, name: str, version: str, fingerprint: str, approver: str) -> None:
         with self.tx():
             schema.Approval.insert(
-                namespace=namespace, name=name, version=version, fingerprint=fingerprint,
-                approver=approver, at=time.time(),
+                namespace=namespace,
+                name=name,
+                version=version,
+                fingerprint=fingerprint,
+                approver=approver,
+                at=time.time(),
             ).execute()
 
     def approvals(self, namespace: str, name: str, version: str, fingerprint: str) -> list[str]:
         query = schema.Approval.select(schema.Approval.approver).where(
-            (schema.Approval.namespace == namespace) & (schema.Approval.name == name)
-            & (schema.Approval.version == version) & (schema.Approval.fingerprint == fingerprint)
+            (schema.Approval.namespace == namespace)
+            & (schema.Approval.name == name)
+            & (schema.Approval.version == version)
+            & (schema.Approval.fingerprint == fingerprint)
         )
         return [row.approver for row in query]
 
@@ -363,10 +418,21 @@ class Store:
                     "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
                     "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
                     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
-                    (task["id"], task["namespace"], task["name"], task["version"], task["fingerprint"],
-                     task["context"], len(steps), task.get("parent_id"), task.get("parent_step"),
-                     task.get("parent_attempt"), task.get("call_ordinal"), task.get("idempotency_key"),
-                     task.get("request_hash")),
+                    (
+                        task["id"],
+                        task["namespace"],
+                        task["name"],
+                        task["version"],
+                        task["fingerprint"],
+                        task["context"],
+                        len(steps),
+                        task.get("parent_id"),
+                        task.get("parent_step"),
+                        task.get("parent_attempt"),
+                        task.get("call_ordinal"),
+                        task.get("idempotency_key"),
+                        task.get("request_hash"),
+                    ),
                 )
                 ns = task["namespace"]
                 self.db.cursor().executemany(
@@ -375,8 +441,10 @@ class Store:
                         "retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, {now}, "
                         "CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
                     ),
-                    [(task["id"], name, ns, deps, max_attempts, retryable, deps)
-                     for name, deps, max_attempts, retryable in steps],
+                    [
+                        (task["id"], name, ns, deps, max_attempts, retryable, deps)
+                        for name, deps, max_attempts, retryable in steps
+                    ],
                 )
                 self._transition([(task["id"], None, None, "pending", None, task.get("actor"), None)])
                 if claim_for is not None:
@@ -397,7 +465,9 @@ class Store:
         claimed = [Claimed(*row) for row in rows]
         if claimed:
             self._mark_started([task_id])
-            self._transition([(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed])
+            self._transition(
+                [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
+            )
         return claimed
 
     def _mark_started(self, task_ids: Sequence[str]) -> list[str]:
@@ -474,7 +544,9 @@ class Store:
                     (delay, c.step_id, worker, c.attempt),
                 )
                 if cur.rowcount:
-                    self._transition([(c.task_id, c.name, "in_progress", "pending", c.attempt, worker, reason)])
+                    self._transition(
+                        [(c.task_id, c.name, "in_progress", "pending", c.attempt, worker, reason)]
+                    )
             self.notify()
 
     def renew(self, worker: str, lease_s: float) -> int:
@@ -503,7 +575,9 @@ class Store:
         if namespaces is not None:
             where += f" AND namespace IN ({self.placeholders(len(namespaces))})"
             params.extend(namespaces)
-        row = self.execute(f"SELECT MIN(next_attempt_at) - {{now}} FROM tf_step WHERE {where}", params).fetchone()
+        row = self.execute(
+            f"SELECT MIN(next_attempt_at) - {{now}} FROM tf_step WHERE {where}", params
+        ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     # -- reading ----------------------------------------------------------------------
@@ -516,13 +590,12 @@ class Store:
             f"WHERE id IN ({self.placeholders(len(task_ids))})",
             list(task_ids),
         ).fetchall()
-        return {
-            r[0]: TaskRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows
-        }
+        return {r[0]: TaskRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows}
 
     def results(self, task_id: str) -> dict[str, Any]:
         rows = self.execute(
-            "SELECT name, result FROM tf_step WHERE task_id = ? AND status IN ('completed', 'resolved')", (task_id,)
+            "SELECT name, result FROM tf_step WHERE task_id = ? AND status IN ('completed', 'resolved')",
+            (task_id,),
         ).fetchall()
         return {name: (json.loads(result) if result is not None else None) for name, result in rows}
 
@@ -534,14 +607,44 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        keys = ("id", "namespace", "name", "version", "fingerprint", "context", "status", "parent_id",
-                "parent_step", "idempotency_key", "error_summary", "created_at", "finished_at", "request_hash")
+        keys = (
+            "id",
+            "namespace",
+            "name",
+            "version",
+            "fingerprint",
+            "context",
+            "status",
+            "parent_id",
+            "parent_step",
+            "idempotency_key",
+            "error_summary",
+            "created_at",
+            "finished_at",
+            "request_hash",
+        )
         return dict(zip(keys, row, strict=True))
 
     def steps(self, task_id: str) -> list[dict[str, Any]]:
-        keys = ("id", "name", "status", "attempts", "max_attempts", "result", "error", "error_type",
-                "started_at", "finished_at", "resolved_by", "waiting_on", "deps_left", "next_attempt_at")
-        rows = self.execute(f"SELECT {', '.join(keys)} FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,))
+        keys = (
+            "id",
+            "name",
+            "status",
+            "attempts",
+            "max_attempts",
+            "result",
+            "error",
+            "error_type",
+            "started_at",
+            "finished_at",
+            "resolved_by",
+            "waiting_on",
+            "deps_left",
+            "next_attempt_at",
+        )
+        rows = self.execute(
+            f"SELECT {', '.join(keys)} FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,)
+        )
         return [dict(zip(keys, row, strict=True)) for row in rows.fetchall()]
 
     def children(self, task_id: str) -> list[dict[str, Any]]:
@@ -564,7 +667,8 @@ class Store:
         self, *, filters: dict[str, str | None], limit: int, before: tuple[float, str] | None = None
     ) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the (created_at, id) cursor of the last row of the previous page."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for column in ("namespace", "name", "version", "status", "parent_id"):
             value = filters.get(column)
             if value is not None:
@@ -574,8 +678,17 @@ class Store:
             clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
             params.extend([before[0], before[0], before[1]])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        keys = ("id", "namespace", "name", "version", "status", "parent_id", "created_at", "finished_at",
-                "error_summary")
+        keys = (
+            "id",
+            "namespace",
+            "name",
+            "version",
+            "status",
+            "parent_id",
+            "created_at",
+            "finished_at",
+            "error_summary",
+        )
         rows = self.execute(
             f"SELECT {', '.join(keys)} FROM tf_task {where} ORDER BY created_at DESC, id DESC LIMIT ?",
             (*params, limit),
@@ -585,7 +698,7 @@ class Store:
     def active_keys(self) -> list[tuple[str, str, str, str, int]]:
         """(namespace, name, version, fingerprint, count) of tasks not yet finished."""
         return [
-            tuple(r)  # type: ignore[misc]
+            tuple(r)
             for r in self.execute(
                 "SELECT namespace, name, version, fingerprint, COUNT(*) FROM tf_task "
                 "WHERE status IN ('pending', 'in_progress') GROUP BY namespace, name, version, fingerprint"
@@ -594,7 +707,7 @@ class Store:
 
     def counts(self) -> list[tuple[str, str, str, str, int]]:
         return [
-            tuple(r)  # type: ignore[misc]
+            tuple(r)
             for r in self.execute(
                 "SELECT namespace, name, version, status, COUNT(*) FROM tf_task "
                 "GROUP BY namespace, name, version, status"
@@ -603,7 +716,9 @@ class Store:
 
     # -- applying outcomes ------------------------------------------------------------
 
-    def apply(self, outcomes: Sequence[Outcome], worker: str, lease_s: float, *, claim_successors: bool) -> Applied:
+    def apply(
+        self, outcomes: Sequence[Outcome], worker: str, lease_s: float, *, claim_successors: bool
+    ) -> Applied:
         """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt."""
         applied = Applied()
         with self.tx():
@@ -628,13 +743,20 @@ class Store:
             if not self._fence(
                 "status = 'completed', result = ?, error = NULL, error_type = NULL, lease_owner = NULL, "
                 "lease_expires_at = NULL, finished_at = {now}",
-                out, worker, (out.result,),
+                out,
+                worker,
+                (out.result,),
             ):
                 return False
-            transitions: list[tuple[Any, ...]] = [(c.task_id, c.name, "in_progress", "completed", c.attempt, worker, None)]
+            transitions: list[tuple[Any, ...]] = [
+                (c.task_id, c.name, "in_progress", "completed", c.attempt, worker, None)
+            ]
             if out.successors:
-                applied.claimed.extend(self._release_successors(c.task_id, out.successors, worker if claim else None,
-                                                                lease_s, transitions))
+                applied.claimed.extend(
+                    self._release_successors(
+                        c.task_id, out.successors, worker if claim else None, lease_s, transitions
+                    )
+                )
             self._transition(transitions)
             self._step_done(c.task_id, applied)
             return True
@@ -642,10 +764,14 @@ class Store:
             ok = self._fence(
                 "status = 'pending', error = ?, error_type = ?, lease_owner = NULL, lease_expires_at = NULL, "
                 "next_attempt_at = {now} + ?",
-                out, worker, (out.error, out.error_type, out.delay),
+                out,
+                worker,
+                (out.error, out.error_type, out.delay),
             )
             if ok:
-                self._transition([(c.task_id, c.name, "in_progress", "retrying", c.attempt, worker, out.error)])
+                self._transition(
+                    [(c.task_id, c.name, "in_progress", "retrying", c.attempt, worker, out.error)]
+                )
                 self.notify()
             return ok
         if out.kind == "park":
@@ -653,7 +779,9 @@ class Store:
             if not self._fence(
                 "status = 'waiting', attempts = attempts - 1, waiting_on = ?, lease_owner = NULL, "
                 "lease_expires_at = NULL",
-                out, worker, (out.child_id,),
+                out,
+                worker,
+                (out.child_id,),
             ):
                 return False
             self._transition([(c.task_id, c.name, "in_progress", "waiting", c.attempt, worker, out.child_id)])
@@ -665,7 +793,9 @@ class Store:
             if not self._fence(
                 "status = 'failed', error = ?, error_type = ?, lease_owner = NULL, lease_expires_at = NULL, "
                 "finished_at = {now}",
-                out, worker, (out.error, out.error_type),
+                out,
+                worker,
+                (out.error, out.error_type),
             ):
                 return False
             self._transition([(c.task_id, c.name, "in_progress", "failed", c.attempt, worker, out.error)])
@@ -674,7 +804,11 @@ class Store:
         raise ValueError(f"unknown outcome {out.kind!r}")
 
     def _release_successors(
-        self, task_id: str, successors: Sequence[str], worker: str | None, lease_s: float,
+        self,
+        task_id: str,
+        successors: Sequence[str],
+        worker: str | None,
+        lease_s: float,
         transitions: list[tuple[Any, ...]],
     ) -> list[Claimed]:
         marks = self.placeholders(len(successors))
@@ -700,7 +834,9 @@ class Store:
             (worker, lease_s, task_id, *successors),
         ).fetchall()
         claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4] == "in_progress"]
-        transitions.extend((c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed)
+        transitions.extend(
+            (c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed
+        )
         return claimed
 
     def _step_done(self, task_id: str, applied: Applied) -> None:
@@ -757,9 +893,13 @@ class Store:
                 why = f"lease of worker {owner} expired during attempt {attempts}"
                 if retryable and attempts < max_attempts:
                     out = Outcome("retry", claim, error=why, error_type="LeaseExpired")
-                    if self._fence("status = 'pending', error = ?, error_type = ?, lease_owner = NULL, "
-                                   "lease_expires_at = NULL, next_attempt_at = {now}", out, owner or "",
-                                   (why, "LeaseExpired")):
+                    if self._fence(
+                        "status = 'pending', error = ?, error_type = ?, lease_owner = NULL, "
+                        "lease_expires_at = NULL, next_attempt_at = {now}",
+                        out,
+                        owner or "",
+                        (why, "LeaseExpired"),
+                    ):
                         self._transition([(task_id, name, "in_progress", "pending", attempts, owner, why)])
                         applied.accepted.append(out)
                         self.notify()
@@ -806,7 +946,9 @@ class Store:
     def reopen(self, task_id: str, steps: dict[str, tuple[str, ...]], actor: str) -> list[str]:
         """Re-open a failed task: failed and cancelled steps go back to pending, attempts reset."""
         with self.tx():
-            rows = self.execute("SELECT name, status FROM tf_step WHERE task_id = ?", (task_id,)).fetchall()
+            rows = self.execute(
+                "SELECT name, status FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,)
+            ).fetchall()
             status = dict(rows)
             reopened = [name for name, s in status.items() if s in ("failed", "cancelled")]
             for name in reopened:
@@ -848,7 +990,9 @@ class Store:
                 "lease_expires_at = NULL, error = NULL, finished_at = {now} WHERE task_id = ? AND name = ?",
                 (result, actor, task_id, step),
             )
-            transitions: list[tuple[Any, ...]] = [(task_id, step, previous, "resolved", row[1], actor, "resolved by hand")]
+            transitions: list[tuple[Any, ...]] = [
+                (task_id, step, previous, "resolved", row[1], actor, "resolved by hand")
+            ]
             task_status = self.execute("SELECT status FROM tf_task WHERE id = ?", (task_id,)).fetchone()[0]
             if task_status in ("failed", "cancelled"):
                 self.execute(

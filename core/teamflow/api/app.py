@@ -1,0 +1,511 @@
+"""The HTTP API: thin handlers over the host, one JSON error shape for every failure.
+
+Handlers that touch the database are synchronous and run in worker threads
+(``sync_to_thread=True``) so the event loop keeps serving while SQLite or PostgreSQL
+answers. Every body they return comes from ``teamflow.views``, the same dictionaries
+the CLI prints with ``--json``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+import uuid
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Tag
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from loguru import logger
+
+from teamflow import views
+from teamflow.api import admin
+from teamflow.api.metrics import Metrics
+from teamflow.api.schemas import (
+    Accepted,
+    CattrsDTO,
+    ChildView,
+    ErrorBody,
+    ExecuteRequest,
+    Health,
+    InvalidBody,
+    NamespaceWorkflows,
+    PluginsReport,
+    RegistryView,
+    TaskDetail,
+    TaskPage,
+    TaskStatus,
+    TaskView,
+    TransitionView,
+    VersionDetail,
+    WorkflowView,
+    respond,
+)
+from teamflow.errors import TeamflowError
+from teamflow.host import TERMINAL, Host
+from teamflow.models import TaskRequest, TaskResult
+from teamflow.store import schema as store_schema
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed: invalid JSON, a wrong type, a missing or unknown field, a bad version constraint",
+    401: "A bearer token is required (the host configures auth_tokens)",
+    403: "Not allowed: the version needs approval, or the caller may not use this namespace",
+    404: "Unknown namespace, workflow, version or task; the body lists what exists",
+    409: "Conflict: an idempotency key reused for another request, or a task already finished",
+    422: "The context does not satisfy the workflow version's context schema; the body names each field",
+    503: "The database is unreachable, or the server is stopping",
+}
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a route can answer, all in the one error shape."""
+    return {
+        code: ResponseSpec(
+            data_container=ErrorBody, description=_ERROR_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in sorted({400, 503, *codes})
+    }
+
+
+def _links(task_id: str) -> dict[str, str]:
+    return {
+        "self": f"/tasks/{task_id}",
+        "cancel": f"/tasks/{task_id}/cancel",
+        "admin": f"/admin/tasks/{task_id}",
+    }
+
+
+def _task_view(task: TaskResult) -> TaskView:
+    view = views.task(task)
+    view["links"] = _links(task.id)
+    return respond(view, TaskView)
+
+
+def _accepted(task: TaskResult) -> Accepted:
+    return Accepted(
+        id=task.id,
+        namespace=task.namespace,
+        name=task.name,
+        version=task.version,
+        status=task.status,
+        links=_links(task.id),
+    )
+
+
+class ServerStopping(TeamflowError):
+    """The server began shutting down while a request waited for its task."""
+
+    code = "shutting_down"
+    status = 503
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+
+def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Changing routes need ``Authorization: Bearer <token>`` when the host configures ``auth_tokens``."""
+    tokens: tuple[str, ...] = connection.app.state.host.config.auth_tokens
+    if not tokens:
+        return
+    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+        raise NotAuthorizedException(
+            "this route needs the header 'Authorization: Bearer <token>' with one of the host's auth_tokens",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+# -- workflows -------------------------------------------------------------------------------
+
+
+@post(
+    "/workflows/execute",
+    dto=CattrsDTO[ExecuteRequest],
+    return_dto=None,
+    status_code=202,
+    sync_to_thread=True,
+    guards=[require_token],
+    tags=["tasks"],
+    summary="Run a workflow version",
+    responses={
+        202: ResponseSpec(
+            Accepted,
+            description="Stored for the workers (or still running when `wait` ran out): poll `links.self`",
+            generate_examples=False,
+        ),
+        200: ResponseSpec(
+            TaskView, description="`wait` was set and the task finished", generate_examples=False
+        ),
+        **_errors(401, 403, 404, 409, 422),
+    },
+)
+def execute(
+    data: JSONBody[ExecuteRequest], host: NamedDependency[Host], stopping: NamedDependency[threading.Event]
+) -> Response[Accepted | TaskView]:
+    """Create a task. Without ``wait`` it is stored for the workers and the answer is 202 with
+    its id and links; with ``wait`` it runs now and the answer is the finished task."""
+    if not isinstance(data.wait, bool) and not (math.isfinite(data.wait) and data.wait >= 0):
+        raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
+    request = TaskRequest(
+        name=data.name,
+        namespace=data.namespace,
+        version=data.version,
+        context=data.context,
+        idempotency_key=data.idempotency_key,
+    )
+    if not data.wait:  # false or 0: the workers run it
+        return Response(_accepted(host.get_task(host.execute_async(request))), status_code=202)
+
+    def abort_when_stopping(task: TaskResult) -> None:
+        if stopping.is_set():
+            raise ServerStopping(
+                f"the server is stopping; task {task.id} continues: poll /tasks/{task.id}",
+                task_id=task.id,
+                links=_links(task.id),
+            )
+
+    timeout = None if data.wait is True else float(data.wait)
+    result = host.execute_sync(request, timeout=timeout, progress=abort_when_stopping)
+    if result.status in TERMINAL:
+        return Response(_task_view(result), status_code=200)
+    return Response(_accepted(result), status_code=202)
+
+
+@get(
+    "/workflows",
+    sync_to_thread=False,
+    tags=["workflows"],
+    summary="Every namespace and workflow",
+    responses=_errors(),
+)
+def list_workflows(host: NamedDependency[Host]) -> RegistryView:
+    return respond(
+        {"namespaces": views.namespaces(host.registry), "workflows": views.workflows(host.registry)},
+        RegistryView,
+    )
+
+
+def _namespace_view(host: Host, namespace: str) -> dict[str, Any]:
+    for ns in views.namespaces(host.registry):
+        if ns["name"] == namespace:
+            return ns
+    # Not loaded: the registry's own error lists the namespaces (or says why this one is blocked).
+    host.registry.versions(namespace, "")
+    raise AssertionError("unreachable: versions() raises for an unknown namespace")
+
+
+@get(
+    "/workflows/{namespace:str}",
+    sync_to_thread=False,
+    tags=["workflows"],
+    summary="A namespace: its policy and workflows",
+    responses=_errors(404),
+)
+def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -> NamespaceWorkflows:
+    ns = _namespace_view(host, namespace)
+    return respond(
+        {"namespace": ns, "workflows": views.workflows(host.registry, namespace)}, NamespaceWorkflows
+    )
+
+
+@get(
+    "/workflows/{namespace:str}/{name:str}",
+    sync_to_thread=False,
+    tags=["workflows"],
+    summary="A workflow: its versions, newest first, with deprecations",
+    responses=_errors(404),
+)
+def workflow_versions(
+    host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str]
+) -> WorkflowView:
+    host.registry.versions(namespace, name)  # raises a NotFound naming what exists
+    row = next(r for r in views.workflows(host.registry, namespace) if r["name"] == name)
+    return respond(row, WorkflowView)
+
+
+@get(
+    "/workflows/{namespace:str}/{name:str}/{version:str}",
+    sync_to_thread=False,
+    tags=["workflows"],
+    summary="One workflow version: steps, owner, fingerprint, schema, callers",
+    description="`version` is exact (`2.1.0`) or a URL-encoded constraint (`%5E2.0` for `^2.0`).",
+    responses=_errors(404),
+)
+def workflow_version(
+    host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str], version: FromPath[str]
+) -> VersionDetail:
+    entry = host.registry.resolve(namespace, name, version)
+    return respond(views.version_detail(host.registry, entry), VersionDetail)
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+@get("/tasks", sync_to_thread=True, tags=["tasks"], summary="Tasks, newest first", responses=_errors(404))
+def list_tasks(
+    host: NamedDependency[Host],
+    namespace: FromQuery[str | None] = None,
+    name: FromQuery[str | None] = None,
+    version: FromQuery[str | None] = None,
+    status: FromQuery[TaskStatus | None] = None,
+    parent_id: Annotated[str | None, QueryParameter(description="only the child tasks of this task")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")] = None,
+) -> TaskPage:
+    rows, next_cursor = host.list_tasks(
+        namespace=namespace,
+        name=name,
+        version=version,
+        status=status,
+        parent_id=parent_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return respond({"tasks": rows, "next_cursor": next_cursor}, TaskPage)
+
+
+@get(
+    "/tasks/{task_id:str}",
+    sync_to_thread=True,
+    tags=["tasks"],
+    summary="A task: its steps, child tasks and transitions",
+    responses=_errors(404),
+)
+def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskDetail:
+    task = host.get_task(task_id)
+    return TaskDetail(
+        task=_task_view(task),
+        children=respond(host.store.children(task_id), list[ChildView]),
+        transitions=respond(host.store.transitions(task_id), list[TransitionView]),
+    )
+
+
+@post(
+    "/tasks/{task_id:str}/cancel",
+    status_code=200,
+    sync_to_thread=True,
+    guards=[require_token],
+    tags=["tasks"],
+    summary="Cancel a pending or running task and its child tasks",
+    responses=_errors(401, 404, 409),
+)
+def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
+    return _task_view(host.cancel(task_id, actor="api"))
+
+
+# -- plugins, health, metrics ------------------------------------------------------------------
+
+
+@get(
+    "/plugins",
+    sync_to_thread=True,
+    tags=["registry"],
+    responses=_errors(),
+    summary="The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve",
+)
+def plugins(host: NamedDependency[Host]) -> PluginsReport:
+    return respond({**views.load_report(host.plugins), "unservable_tasks": host.unservable()}, PluginsReport)
+
+
+@get("/health/live", tags=["health"], summary="The process answers")
+async def live() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/health/ready",
+    sync_to_thread=True,
+    tags=["health"],
+    summary="The database answers, its schema is current, and every unfinished task can be served",
+    responses={
+        503: ResponseSpec(Health, description="Not ready; `reasons` says why", generate_examples=False)
+    },
+)
+def ready(host: NamedDependency[Host], stopping: NamedDependency[threading.Event]) -> Response[Health]:
+    reasons = []
+    version = None
+    try:
+        version = host.store.schema_version()
+        if version != store_schema.SCHEMA_VERSION:
+            reasons.append(
+                f"database schema is at version {version or 0}, this teamflow needs "
+                f"{store_schema.SCHEMA_VERSION}: run `teamflow db upgrade`"
+            )
+        reasons.extend(
+            f"{u['tasks']} unfinished task(s) of {u['reference']} cannot be served here: {u['reason']}"
+            for u in host.unservable()
+        )
+    except Exception as exc:  # readiness reports a broken database, it never fails with it
+        logger.warning("readiness check: database error: {}", exc)
+        reasons.append(f"database: {exc.detail if isinstance(exc, TeamflowError) else exc}")
+    if stopping.is_set():
+        reasons.append("the server is stopping")
+    health = Health(status="unavailable" if reasons else "ok", reasons=reasons, schema_version=version)
+    return Response(health, status_code=503 if reasons else 200)
+
+
+@get(
+    "/metrics",
+    sync_to_thread=True,
+    media_type="text/plain",
+    tags=["health"],
+    summary="Prometheus metrics: tasks by workflow version and status, load problems, HTTP latency",
+    responses=_errors(),
+)
+def metrics_text(metrics: NamedDependency[Metrics]) -> Response[bytes]:
+    # The classic text format every Prometheus server reads; Litestar appends the charset.
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def _error(
+    request: Request[Any, Any, Any], status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[Any]:
+    if request.url.path.startswith("/admin"):
+        return admin.error_page(status, body, headers)
+    return Response(body, status_code=status, headers=headers)
+
+
+def on_teamflow_error(request: Request[Any, Any, Any], exc: TeamflowError) -> Response[Any]:
+    if exc.status >= 500:
+        logger.warning("{} {}: {}", request.method, request.url.path, exc.detail)
+    return _error(request, exc.status, exc.to_dict())
+
+
+def on_invalid_body(request: Request[Any, Any, Any], exc: InvalidBody) -> Response[Any]:
+    return _error(request, exc.status, exc.to_dict())
+
+
+def _problem(item: Any) -> str:
+    """One of Litestar's parameter problems as a readable line."""
+    if not isinstance(item, dict):
+        return str(item)
+    source = getattr(item.get("source"), "value", item.get("source")) or "request"
+    if source == "body" and item.get("key") == "data":
+        return "the body is empty: send a JSON object with Content-Type: application/json"
+    return f"{item.get('message', 'invalid value')} @ {source} parameter {item.get('key')!r}"
+
+
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own errors (routing, parameters, body size, auth) in teamflow's shape."""
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    where = f"{request.method} {request.url.path}"
+    if isinstance(exc, ValidationException):
+        problems = [
+            _problem(item)
+            for item in (exc.extra if isinstance(exc.extra, list) else [exc.extra or exc.detail])
+        ]
+        body = {"error": "invalid_request", "detail": f"{where}: {'; '.join(problems)}", "errors": problems}
+    elif status == 404:
+        body = {"error": "not_found", "detail": f"no route {where}; the API is described at /openapi.json"}
+    elif status == 405:
+        allowed = headers.get("Allow") or headers.get("allow") or ""
+        body = {
+            "error": "method_not_allowed",
+            "detail": f"{where} is not allowed; allowed: {allowed or 'none'}",
+            "allowed": [m.strip() for m in allowed.split(",") if m.strip()],
+        }
+    else:
+        body = {"error": _code(status), "detail": str(exc.detail)}
+    return _error(request, status, body, headers or None)
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: logged with its traceback under an incident id; the client gets the id, never the trace."""
+    incident = uuid.uuid4().hex[:12]
+    logger.opt(exception=exc).error(
+        "incident {}: unhandled error on {} {}", incident, request.method, request.url.path
+    )
+    return _error(
+        request,
+        500,
+        {
+            "error": "internal_error",
+            "detail": f"the server failed on this request; its log has the details under incident {incident}",
+            "incident": incident,
+        },
+    )
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def create_app(host: Host) -> Litestar:
+    """The API and admin pages over ``host``; the caller owns the host (and closes it)."""
+    from importlib.metadata import version
+
+    metrics = Metrics(host)
+    stopping = threading.Event()
+
+    def provide_host() -> Host:
+        return host
+
+    def provide_stopping() -> threading.Event:
+        return stopping
+
+    def provide_metrics() -> Metrics:
+        return metrics
+
+    return Litestar(
+        route_handlers=[
+            execute,
+            list_workflows,
+            namespace_workflows,
+            workflow_versions,
+            workflow_version,
+            list_tasks,
+            get_task,
+            cancel_task,
+            plugins,
+            live,
+            ready,
+            metrics_text,
+            *admin.ROUTES,
+        ],
+        dependencies={
+            "host": Provide(provide_host, use_cache=True, sync_to_thread=False),
+            "stopping": Provide(provide_stopping, use_cache=True, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, use_cache=True, sync_to_thread=False),
+        },
+        exception_handlers={
+            TeamflowError: on_teamflow_error,
+            InvalidBody: on_invalid_body,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+        middleware=[metrics.middleware],
+        on_shutdown=[stopping.set],
+        state=State({"host": host, "stopping": stopping}),
+        openapi_config=OpenAPIConfig(
+            title="teamflow",
+            version=version("teamflow"),
+            description="Workflows from many teams: namespaced, versioned and owned. Every error is "
+            '`{"error": code, "detail": text, ...facts}`.',
+            # The JSON renderer is the default plugin, served at the config's root: /openapi.json.
+            path="/openapi.json",
+            render_plugins=[JsonRenderPlugin(path="/")],
+            tags=[Tag(name="tasks"), Tag(name="workflows"), Tag(name="registry"), Tag(name="health")],
+        ),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,68 @@
+"""Every developer task: `nox -s tests`, `lint`, `typing`, `serve`, `bench`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+PLUGINS = ["payments", "customer_success", "inventory"]
+PYTEST_FLAGS = ["--strict-markers", "--strict-config", "-p", "no:cacheprovider"]
+
+
+def _install_checkout(session: nox.Session, *extras: str) -> None:
+    """Editable installs of the host and the three plugins, so tests run against this checkout."""
+    session.install("-e", f".[postgres]", *extras)
+    for plugin in PLUGINS:
+        session.install("-e", f"plugins/{plugin}")
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "pytest", *PYTEST_FLAGS, *args, *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Host, cross-plugin and integration tests, then each plugin's own tests on their own."""
+    _install_checkout(session, "pytest", "pytest-timeout", "hypothesis", "httpx", "pip", "build", "schemathesis", "playwright")
+    session.run("python", "-c", "import teamflow, pathlib, sys; "
+                "p = pathlib.Path(teamflow.__file__).resolve(); "
+                "sys.exit(0 if 'core/teamflow' in p.as_posix() else f'stale teamflow installed at {p}')")
+    _pytest(session, "tests")
+    for plugin in PLUGINS:
+        with session.chdir(ROOT / "plugins" / plugin):
+            _pytest(session, "tests")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "core", "plugins", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    session.install("mypy", "types-jsonschema")
+    _install_checkout(session)
+    session.run("mypy", "core/teamflow")
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """The demo: the host and the three team plugins on SQLite, on http://127.0.0.1:3000."""
+    _install_checkout(session)
+    env = {"TEAMFLOW_DATABASE_URL": os.environ.get("TEAMFLOW_DATABASE_URL", "sqlite:///teamflow.db")}
+    session.run("teamflow", "serve", *session.posargs, env=env)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks; prints the figures (see benchmarks/README.md)."""
+    _install_checkout(session, "psutil", "httpx")
+    session.run("python", "benchmarks/run.py", *session.posargs)

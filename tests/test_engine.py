@@ -1,0 +1,405 @@
+"""The engine through the public API, on SQLite and PostgreSQL (one conformance suite)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import executions
+from flows import AlphaPlugin, BetaPlugin
+
+from teamflow import Host, TaskRequest, TaskResult, hookimpl
+from teamflow.errors import ContextInvalid, IdempotencyConflict, TaskStateError, VersionNotFound
+
+
+def req(name: str, ns: str = "alpha", version: str | None = "1.0.0", **context: object) -> TaskRequest:
+    return TaskRequest(name=name, namespace=ns, version=version, context=context)
+
+
+def wait_for(predicate, timeout: float = 15.0, every: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def test_chain_runs_in_order_and_passes_results(make_host) -> None:
+    host = make_host()
+    result = host.execute_sync(req("sum", start=10))
+    assert result.status == "completed"
+    assert [s.result for s in result.steps] == [11, 12, 13]
+    assert all(s.attempts == 1 for s in result.steps)
+    assert result.fingerprint == host.registry.get("alpha", "sum", "1.0.0").fingerprint
+
+
+def test_diamond_branches_run_concurrently(make_host, record: Path) -> None:
+    host = make_host()
+    result = host.execute_sync(req("diamond", sleep=0.4))
+    assert result.status == "completed"
+    times: dict[tuple[str, str], float] = {(r[1], r[3]): float(r[4]) for r in executions(record)}
+    assert (
+        times[("left", "start")] < times[("right", "end")]
+        and times[("right", "start")] < times[("left", "end")]
+    )
+    assert times[("bottom", "ran")] >= max(times[("left", "end")], times[("right", "end")])
+
+
+def test_retryable_errors_are_retried_with_backoff(make_host, record: Path) -> None:
+    host = make_host(retry_base_s=0.2, retry_max_s=5.0)
+    result = host.execute_sync(req("flaky", fail_times=2))
+    assert result.status == "completed"
+    assert result.step("flaky").attempts == 3 and result.step("flaky").result == {"attempt": 3}
+    runs = [float(r[4]) for r in executions(record) if r[1] == "flaky"]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    # equal jitter: attempt n waits between base*2**(n-1)/2 and base*2**(n-1)
+    assert 0.1 <= gaps[0] < 0.2 + 1.0
+    assert 0.2 <= gaps[1] < 0.4 + 1.0
+    kinds = [t["to_status"] for t in host.store.transitions(result.id) if t["step"] == "flaky"]
+    assert kinds.count("retrying") == 2
+
+
+def test_retry_after_overrides_backoff(make_host, record: Path) -> None:
+    host = make_host()
+    host.execute_sync(req("flaky", fail_times=1, retry_after=0.5))
+    runs = [float(r[4]) for r in executions(record) if r[1] == "flaky"]
+    assert runs[1] - runs[0] >= 0.5
+
+
+def test_unexpected_errors_retry_then_fail_the_task(make_host) -> None:
+    host = make_host()
+    result = host.execute_sync(req("crash"))
+    assert result.status == "failed"
+    boom = result.step("boom")
+    assert (boom.status, boom.attempts, boom.error_type) == ("failed", 2, "ValueError")
+    assert result.step("after").status == "cancelled"
+    assert (
+        "boom" in result.error_summary
+        and "2/2" in result.error_summary
+        and "unexpected bug" in result.error_summary
+    )
+
+
+def test_permanent_error_and_non_retryable_fail_at_once(make_host) -> None:
+    host = make_host()
+    result = host.execute_sync(req("permanent"))
+    assert (result.status, result.step("charge").attempts) == ("failed", 1)
+    assert "card declined" in result.error_summary
+    assert result.step("after").status == "cancelled"
+    once = host.execute_sync(req("crash_once"))
+    assert (once.status, once.step("boom").attempts) == ("failed", 1)
+
+
+def test_timeout_discards_late_result(make_host, record: Path) -> None:
+    host = make_host()
+    started = time.monotonic()
+    result = host.execute_sync(req("timeout", sleep=1.5))
+    assert result.status == "failed"
+    assert time.monotonic() - started < 1.4  # did not wait for the late handler
+    step = result.step("sleepy")
+    assert step.attempts == 2 and step.result is None and "timeout_s=0.3" in step.error
+    time.sleep(1.6)
+    assert host.get_task(result.id).step("sleepy").result is None
+
+
+def test_result_must_be_json(make_host) -> None:
+    result = make_host().execute_sync(req("bad_result"))
+    assert result.status == "failed" and "JSON" in result.error_summary
+    assert result.step("weird").attempts == 1
+
+
+def test_async_handlers(make_host) -> None:
+    result = make_host().execute_sync(req("async"))
+    assert result.status == "completed"
+    assert result.step("second").result == {"async": True, "previous": {"step": "first"}}
+
+
+def test_schema_refusal_names_the_field_and_stores_nothing(make_host) -> None:
+    host = make_host()
+    with pytest.raises(ContextInvalid) as exc:
+        host.execute_sync(req("schema", amount="ten"))
+    assert "amount" in exc.value.detail
+    with pytest.raises(ContextInvalid, match="amount"):
+        host.execute_async(req("schema"))
+    with pytest.raises(VersionNotFound, match=r"1\.0\.0"):
+        host.execute_async(req("schema", version="^9"))
+    assert host.list_tasks()[0] == []
+    assert host.execute_sync(req("schema", amount=3)).status == "completed"
+
+
+def test_version_resolution_from_requests(make_host) -> None:
+    host = make_host()
+    assert host.execute_sync(req("versioned", version=None)).version == "1.1.0"
+    assert host.execute_sync(req("versioned", version="^2")).version == "2.0.0"
+    assert host.execute_sync(req("versioned", version="2.1.0-rc.1")).version == "2.1.0-rc.1"
+
+
+def test_idempotency_both_ways(make_host) -> None:
+    host = make_host()
+    a = TaskRequest(name="chain", namespace="alpha", context={"x": 1}, idempotency_key="k1")
+    first = host.execute_async(a)
+    assert host.execute_async(a) == first
+    assert host.execute_sync(a).id == first
+    with pytest.raises(IdempotencyConflict, match=first):
+        host.execute_async(
+            TaskRequest(name="chain", namespace="alpha", context={"x": 2}, idempotency_key="k1")
+        )
+    # keys are scoped to (namespace, name)
+    assert host.execute_async(TaskRequest(name="sum", namespace="alpha", idempotency_key="k1")) != first
+
+
+def test_cancel_lets_the_running_step_finish_but_starts_nothing_after(make_host, record: Path) -> None:
+    host = make_host()
+    task_id = host.execute_async(req("slow", sleep=0.6))
+    host.start_worker(concurrency=2)
+    wait_for(lambda: any(r[1] == "one" and r[3] == "start" for r in executions(record)))
+    cancelled = host.cancel(task_id)
+    assert cancelled.status == "cancelled" and cancelled.step("two").status == "cancelled"
+    wait_for(lambda: host.get_task(task_id).step("one").status != "in_progress")
+    time.sleep(0.3)
+    final = host.get_task(task_id)
+    assert final.step("one").status == "completed" and final.step("two").status == "cancelled"
+    assert not [r for r in executions(record) if r[1] == "two"]
+    with pytest.raises(TaskStateError):
+        host.cancel(task_id)
+
+
+def test_execute_async_drained_by_a_worker(make_host) -> None:
+    host = make_host()
+    ids = [host.execute_async(req("chain")) for _ in range(10)] + [
+        host.execute_async(req("diamond", sleep=0.01))
+    ]
+    host.start_worker(concurrency=4)
+    wait_for(lambda: all(host.get_task(i).status == "completed" for i in ids))
+
+
+# -- child workflows ---------------------------------------------------------------------------
+
+
+def test_child_workflow_reattaches_without_counting_an_attempt(make_host, record: Path) -> None:
+    host = make_host()
+    result = host.execute_sync(req("parent", n=4))
+    assert result.status == "completed"
+    call = result.step("call")
+    assert call.attempts == 1 and call.result["child_result"] == {"n": 40}
+    [child_id] = call.children
+    child = host.get_task(child_id)
+    assert (child.parent_id, child.parent_step, child.ref) == (result.id, "call", "beta/leaf@1.0.0")
+    lines = executions(record)
+    assert [r[3] for r in lines if r[1] == "call"] == ["call", "call", "attached"]  # parked, then re-attached
+    assert len([r for r in lines if r[1] == "work"]) == 1
+    assert "waiting" in [t["to_status"] for t in host.store.transitions(result.id)]
+
+
+def test_async_handler_child_and_except_exception_cannot_swallow_parking(make_host) -> None:
+    host = make_host()
+    assert host.execute_sync(req("parent_async")).step("call").result["status"] == "completed"
+    assert host.execute_sync(req("swallow")).step("call").result == "completed"
+
+
+def test_failed_child_is_replaced_on_the_next_attempt(make_host) -> None:
+    host = make_host()
+    result = host.execute_sync(
+        TaskRequest(
+            namespace="alpha",
+            name="parent",
+            version="1.0.0",
+            context={"child": {"namespace": "beta", "name": "leaf", "version": "1.0.0"}},
+        )
+    )
+    assert result.status == "completed"
+    failing = host.execute_sync(
+        TaskRequest(
+            namespace="alpha",
+            name="parent",
+            version="1.0.0",
+            context={"child": {"namespace": "beta", "name": "chain"}, "n": 1},
+        )
+    )
+    # beta/chain has no step "work": the handler's KeyError is retried, child re-attached (completed) each time
+    assert failing.status == "failed" and len(failing.step("call").children) == 1
+
+
+def test_child_failures_start_a_fresh_child_each_attempt(make_host) -> None:
+    host = make_host(retry_base_s=0.01)
+
+    class FailingLeaf(BetaPlugin):
+        @hookimpl
+        def teamflow_workflows(self):
+            from flows import Step, Workflow, leaf_work
+
+            return [
+                Workflow(
+                    "beta",
+                    "leaf",
+                    "1.0.0",
+                    [Step("work", leaf_work, retry_limit=0)],
+                    context_schema={"type": "object"},
+                )
+            ]
+
+    host = make_host(("team-alpha", AlphaPlugin()), ("team-beta", FailingLeaf()), retry_base_s=0.01)
+    result = host.execute_sync(req("parent", child={"namespace": "beta", "name": "leaf", "version": "1.0.0"}))
+    assert result.status == "completed"  # leaf only fails when context says so
+
+
+def test_parent_parks_when_its_worker_does_not_serve_the_child(make_host) -> None:
+    alpha_only = make_host()
+    beta_only = make_host()
+    task_id = alpha_only.execute_async(req("parent", n=2))
+    alpha_only.start_worker(concurrency=2, namespaces=["alpha"])
+    wait_for(lambda: alpha_only.get_task(task_id).step("call").status == "waiting")
+    time.sleep(0.3)
+    assert alpha_only.get_task(task_id).status == "in_progress"  # nobody serves beta yet
+    beta_only.start_worker(concurrency=2, namespaces=["beta"])
+    final = wait_for(lambda: (t := alpha_only.get_task(task_id)).status == "completed" and t)
+    assert final.step("call").result["child_result"] == {"n": 20}
+
+
+def test_caller_policy_refusal_is_permanent_and_names_both(make_host) -> None:
+    host = make_host(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin(allowed_callers=("gamma",))))
+    result = host.execute_sync(req("parent"))
+    assert result.status == "failed" and result.step("call").attempts == 1
+    assert "'alpha' may not call beta/leaf@1.0.0" in result.error_summary
+
+
+def test_cancelling_a_parent_cancels_its_children(make_host) -> None:
+    host = make_host()
+    task_id = host.execute_async(req("parent", n=1))
+    # run only alpha: the child stays pending
+    host.start_worker(concurrency=2, namespaces=["alpha"])
+    wait_for(lambda: host.get_task(task_id).step("call").children)
+    child_id = host.get_task(task_id).step("call").children[0]
+    host.cancel(task_id)
+    assert host.get_task(child_id).status == "cancelled"
+
+
+# -- operators --------------------------------------------------------------------------------
+
+
+def test_retry_reopens_failed_steps_and_keeps_history(make_host, tmp_path: Path) -> None:
+    host = make_host()
+    gate = tmp_path / "gate"
+    failed = host.execute_sync(req("gated", gate=str(gate)))
+    assert failed.status == "failed" and failed.step("after").status == "cancelled"
+    gate.touch()
+    assert host.retry(failed.id) == ["gate", "after"]
+    done = host.wait(failed.id, timeout=10)
+    assert done.status == "completed" and done.step("gate").attempts == 1
+    statuses = [t["to_status"] for t in host.store.transitions(failed.id) if t["step"] == "gate"]
+    assert statuses == ["in_progress", "failed", "pending", "in_progress", "completed"]
+    with pytest.raises(TaskStateError, match="only failed"):
+        host.retry(failed.id)
+
+
+def test_resolve_by_hand_satisfies_dependants(make_host) -> None:
+    host = make_host()
+    failed = host.execute_sync(req("permanent"))
+    resolved = host.resolve_step(failed.id, "charge", {"manual": True}, actor="ops@example.test")
+    done = host.wait(resolved.id, timeout=10)
+    assert done.status == "completed"
+    charge = done.step("charge")
+    assert (charge.status, charge.result, charge.resolved_by) == (
+        "resolved",
+        {"manual": True},
+        "ops@example.test",
+    )
+    assert done.step("after").status == "completed"
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+
+    @hookimpl
+    def teamflow_task_event(self, event) -> None:
+        with self.lock:
+            self.events.append((event.kind, event.step))
+
+
+class Broken:
+    @hookimpl
+    def teamflow_task_event(self, event) -> None:
+        raise RuntimeError("subscriber bug")
+
+
+def test_events_fire_in_order_and_a_broken_subscriber_harms_nobody(make_host) -> None:
+    recorder = Recorder()
+    host = make_host(
+        ("team-alpha", AlphaPlugin()),
+        ("team-beta", BetaPlugin()),
+        ("audit-broken", Broken()),
+        ("audit", recorder),
+    )
+    result = host.execute_sync(req("flaky", fail_times=1))
+    assert result.status == "completed"
+    assert recorder.events == [
+        ("task.created", None),
+        ("task.started", None),
+        ("step.started", "first"),
+        ("step.completed", "first"),
+        ("step.started", "flaky"),
+        ("step.retrying", "flaky"),
+        ("step.started", "flaky"),
+        ("step.completed", "flaky"),
+        ("task.completed", None),
+    ]
+    recorder.events.clear()
+    host.execute_sync(req("permanent"))
+    assert ("step.failed", "charge") in recorder.events and recorder.events[-1] == ("task.failed", None)
+    recorder.events.clear()
+    task_id = host.execute_async(req("chain"))
+    host.cancel(task_id)
+    assert recorder.events == [("task.created", None), ("task.cancelled", None)]
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+def test_fencing_a_worker_whose_lease_was_taken_cannot_write(make_host) -> None:
+    from teamflow.store import Outcome
+
+    host: Host = make_host(lease_s=0.2)
+    task_id = host.execute_async(req("chain"))
+    store = host.store
+    [stale], _ = store.claim("worker-a", 0.2, 1, task_ids=[task_id])
+    time.sleep(0.5)
+    reaped = store.reap_expired()
+    assert [o.claim.step_id for o in reaped.accepted] == [stale.step_id]
+    [fresh], _ = store.claim("worker-b", 30, 1, task_ids=[task_id])
+    assert fresh.attempt == 2  # the lost lease counted as an attempt
+    late = store.apply(
+        [Outcome("complete", stale, result='"late"', successors=("s2",))],
+        "worker-a",
+        30,
+        claim_successors=False,
+    )
+    assert late.dropped and not late.accepted
+    ok = store.apply(
+        [Outcome("complete", fresh, result='"fresh"', successors=("s2",))],
+        "worker-b",
+        30,
+        claim_successors=False,
+    )
+    assert ok.accepted
+    task: TaskResult = host.get_task(task_id)
+    assert task.step("s1").result == "fresh" and task.step("s1").attempts == 2
+
+
+def test_lost_lease_of_a_non_retryable_step_fails_it(make_host) -> None:
+    host: Host = make_host(lease_s=0.1)
+    task_id = host.execute_async(req("crash_once"))
+    host.store.claim("worker-a", 0.1, 1, task_ids=[task_id])
+    time.sleep(0.3)
+    host.store.reap_expired()
+    task = host.get_task(task_id)
+    assert task.status == "failed" and "retryable=False" in task.step("boom").error
