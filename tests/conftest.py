@@ -117,18 +117,27 @@ def executions(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()]
 
 
-def install_test_plugins(site: Path) -> dict[str, str]:
+PLUGIN_ENTRY_POINTS = {
+    "alpha": ("team-alpha", "alpha = flows:alpha_plugin"),
+    "alpha-v2": ("team-alpha", "alpha = flows:alpha_plugin_v2"),
+    "beta": ("team-beta", "beta = flows:beta_plugin"),
+}
+
+
+def install_test_plugins(site: Path, which: tuple[str, ...] = ("alpha", "beta")) -> dict[str, str]:
     """Make the test plugins real distributions (dist-info + entry points) in ``site``.
 
-    Returns the environment for a subprocess that should discover them.
+    Returns the environment for a subprocess that should discover them (and, through
+    the venv, the three team plugins).
     """
-    for dist, ep in (("team-alpha", "alpha = flows:alpha_plugin"), ("team-beta", "beta = flows:beta_plugin")):
+    for key in which:
+        dist, ep = PLUGIN_ENTRY_POINTS[key]
         info = site / f"{dist.replace('-', '_')}-1.0.0.dist-info"
         info.mkdir(parents=True, exist_ok=True)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0.0\n")
         (info / "entry_points.txt").write_text(f"[teamflow.plugins]\n{ep}\n")
         (info / "RECORD").write_text("")
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMFLOW_") or k == "TEAMFLOW_TEST_RECORD"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(TESTS), env.get("PYTHONPATH", "")])
     return env
 

@@ -280,3 +280,16 @@ def scripted(ctx: StepContext) -> dict[str, Any]:
     if action == "fail":
         raise PermanentError("scripted failure")
     return {"step": ctx.step, "attempt": ctx.attempt}
+
+
+class AlphaPluginV2(AlphaPlugin):
+    """The next release of team alpha: drops versioned@1.0.0 and changes chain@1.0.0 without a bump."""
+
+    @hookimpl
+    def teamflow_workflows(self) -> list[Workflow]:
+        changed = Workflow("alpha", "chain", "1.0.0", [Step("s1", noop), Step("s2", slow, depends_on="s1")])
+        kept = [w for w in alpha_workflows() if (w.name, w.version) not in {("versioned", "1.0.0"), ("chain", "1.0.0")}]
+        return [*kept, changed]
+
+
+alpha_plugin_v2 = AlphaPluginV2()

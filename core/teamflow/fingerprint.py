@@ -59,6 +59,11 @@ def resolve_handler(handler: object) -> tuple[str, Callable[..., Any]]:
     return f"{module_name}:{qualname}", handler
 
 
+def route_key(namespace: str, name: str, version: str, digest: str) -> str:
+    """What a worker must hold to run a task's steps: this exact version with this definition."""
+    return hashlib.sha1(f"{namespace}/{name}@{version}#{digest}".encode()).hexdigest()[:20]
+
+
 def fingerprint(steps: Sequence[Step], handler_refs: Mapping[str, str], context_schema: Any) -> str:
     """SHA-256 of the canonical JSON of a workflow version's behaviour."""
     body = {

@@ -17,6 +17,7 @@ from teamflow.engine.runner import Runner, new_worker_id
 from teamflow.errors import StoreError, TaskNotFound
 from teamflow.models import TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
+from teamflow.published import definition_json
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
 from teamflow.store import Store
@@ -98,20 +99,7 @@ class Host:
                 "distribution": e.source.distribution,
                 "distribution_version": e.source.version,
                 "deprecated": e.deprecated,
-                "definition": json.dumps(
-                    {
-                        "steps": [
-                            {
-                                "name": n,
-                                "depends_on": list(s.depends_on),
-                                "handler": e.handler_refs[n],
-                                "calls": list(s.calls),
-                            }
-                            for n, s in e.steps.items()
-                        ],
-                        "description": e.workflow.description,
-                    }
-                ),
+                "definition": definition_json(e),
             }
             for e in self.registry.entries()
         ]

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import jsonschema
 
 from teamflow.errors import InvalidVersion, NamespaceNotFound, VersionNotFound, WorkflowNotFound
-from teamflow.fingerprint import HandlerError, canonical_json, fingerprint, resolve_handler
+from teamflow.fingerprint import HandlerError, canonical_json, fingerprint, resolve_handler, route_key
 from teamflow.models import Candidate, Conflict, NamespacePolicy, Resolution, Step, Workflow
 from teamflow.refs import parse_ref, valid_name
 from teamflow.versions import Constraint, Version, parse_constraint, parse_version
@@ -131,6 +131,7 @@ class WorkflowEntry:
     steps: dict[str, Step]
     successors: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     step_rows: tuple[tuple[str, int, int, bool], ...] = ()  # (name, deps, max attempts, retryable)
+    route: str = ""
     _validator: Any = None
 
     @property
@@ -306,6 +307,7 @@ def _compile(workflow: Any, source: Source) -> WorkflowEntry:
         successors={
             s.name: tuple(o.name for o in workflow.steps if s.name in o.depends_on) for s in workflow.steps
         },
+        route=route_key(workflow.namespace, workflow.name, version.text, digest),
         step_rows=tuple(
             (s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps
         ),
@@ -387,32 +389,8 @@ class Registry:
         if candidates is None:
             self._require_workflow(namespace, name)
             raise AssertionError("unreachable")
-        constraint = (
-            parse_constraint(version)
-            if version is not None
-            else self._default_versions.get((namespace, name))
-        )
-        fallback: WorkflowEntry | None = None
-        for entry in candidates:
-            if constraint is None:
-                if entry.version.is_prerelease:
-                    continue
-            elif not constraint.matches(entry.version):
-                continue
-            if entry.workflow.deprecated is None:
-                return entry
-            if fallback is None:
-                fallback = entry
-        if fallback is not None:
-            return fallback
-        existing = ", ".join(e.version.text for e in candidates)
-        wanted = version if version is not None else f"the default ({constraint or 'newest release'})"
-        raise VersionNotFound(
-            f"{namespace}/{name}: no version matches {wanted}; versions that exist: {existing}",
-            namespace=namespace,
-            name=name,
-            requested=version,
-            versions=[e.version.text for e in candidates],
+        return select_version(
+            namespace, name, candidates, version, self._default_versions.get((namespace, name))
         )
 
     def _require_workflow(self, namespace: str, name: str) -> None:
@@ -434,6 +412,52 @@ class Registry:
             name=name,
             workflows=names,
         )
+
+
+class Versioned(Protocol):
+    @property
+    def version(self) -> Version: ...
+
+    @property
+    def deprecated(self) -> str | None: ...
+
+
+V = TypeVar("V", bound=Versioned)
+
+
+def select_version(
+    namespace: str, name: str, candidates: Sequence[V], version: str | None, default: Constraint | None
+) -> V:
+    """DESIGN's rule over ``candidates`` (newest first): the highest match that is not
+    deprecated; a deprecated one only when nothing else matches; pre-releases only when
+    the constraint names one. Raise VersionNotFound listing what exists."""
+    if version is not None:
+        for entry in candidates:
+            if entry.version.text == version:
+                return entry
+    constraint = parse_constraint(version) if version is not None else default
+    fallback: V | None = None
+    for entry in candidates:
+        if constraint is None:
+            if entry.version.is_prerelease:
+                continue
+        elif not constraint.matches(entry.version):
+            continue
+        if entry.deprecated is None:
+            return entry
+        if fallback is None:
+            fallback = entry
+    if fallback is not None:
+        return fallback
+    existing = ", ".join(e.version.text for e in candidates) or "none"
+    wanted = version if version is not None else f"the default ({constraint or 'newest release'})"
+    raise VersionNotFound(
+        f"{namespace}/{name}: no version matches {wanted}; versions that exist: {existing}",
+        namespace=namespace,
+        name=name,
+        requested=version,
+        versions=[e.version.text for e in candidates],
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,12 +32,16 @@ from teamflow.errors import (
 from teamflow.events import TaskEvent
 from teamflow.fingerprint import canonical_json
 from teamflow.models import NamespacePolicy, StepResult, TaskRequest, TaskResult
+from teamflow.published import PublishedEntry, published_policy, resolve_published
 from teamflow.registry import Registry, WorkflowEntry
 from teamflow.store import Applied, Claimed, Store
 
 if TYPE_CHECKING:
     from teamflow.engine.runner import Runner
     from teamflow.plugins import Plugins
+
+
+Runnable = WorkflowEntry | PublishedEntry
 
 
 def request_hash(request: TaskRequest) -> str:
@@ -59,11 +63,20 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------
 
-    def prepare(self, request: TaskRequest) -> WorkflowEntry:
+    def lookup(self, request: TaskRequest) -> tuple[Runnable, NamespacePolicy]:
+        """Resolve through this host's registry, else through what other hosts published."""
+        if request.namespace in self.registry.namespaces or request.namespace in self.registry.blocked:
+            entry = self.registry.resolve(request.namespace, request.name, request.version)
+            return entry, self.registry.namespaces[entry.namespace].policy
+        policy = published_policy(self.store, request.namespace)
+        default = self.registry.default_constraint(request.namespace, request.name)
+        return resolve_published(self.store, request.namespace, request.name, request.version, default), policy
+
+    def prepare(self, request: TaskRequest) -> Runnable:
         """Resolve and check a request; raise a TeamflowError and store nothing if it is bad."""
         if not isinstance(request.context, dict):
             raise ContextInvalid("context must be a JSON object", field="$")
-        entry = self.registry.resolve(request.namespace, request.name, request.version)
+        entry, policy = self.lookup(request)
         try:
             json.dumps(request.context, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -75,15 +88,14 @@ class Engine:
                 reference=entry.ref,
                 errors=errors,
             )
-        ns = self.registry.namespaces[entry.namespace]
-        if ns.policy.requires_approval:
+        if policy.requires_approval:
             approvers = set(
                 self.store.approvals(entry.namespace, entry.name, entry.version.text, entry.fingerprint)
             )
-            if not approvers & set(ns.policy.approvers):
+            if not approvers & set(policy.approvers):
                 raise NotApproved(
                     f"{entry.ref} is in namespace {entry.namespace!r}, which requires approval of each version; "
-                    f"none of {', '.join(ns.policy.approvers) or '(no approvers configured)'} approved fingerprint "
+                    f"none of {', '.join(policy.approvers) or '(no approvers configured)'} approved fingerprint "
                     f"{entry.fingerprint[:12]}: run `teamflow approve {entry.ref} --approver EMAIL`",
                     reference=entry.ref,
                     fingerprint=entry.fingerprint,
@@ -97,7 +109,7 @@ class Engine:
         claim: bool,
         parent: StepContext | None = None,
         ordinal: int | None = None,
-        entry: WorkflowEntry | None = None,
+        entry: Runnable | None = None,
     ) -> tuple[str, list[Claimed], bool]:
         """Store a task for ``request``. Returns (task id, claimed roots, whether it already existed)."""
         entry = entry or self.prepare(request)
@@ -113,6 +125,7 @@ class Engine:
             "name": entry.name,
             "version": entry.version.text,
             "fingerprint": entry.fingerprint,
+            "route": entry.route,
             "context": json.dumps(request.context),
             "idempotency_key": request.idempotency_key,
             "request_hash": digest,
@@ -175,8 +188,7 @@ class Engine:
                 raise Park(child_id)
             # failed or cancelled during an earlier attempt: start a fresh child below
         try:
-            entry = self.registry.resolve(request.namespace, request.name, request.version)
-            policy = self.registry.namespaces[entry.namespace].policy
+            entry, policy = self.lookup(request)
         except TeamflowError as exc:
             raise PermanentError(
                 f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}"
@@ -191,14 +203,14 @@ class Engine:
                 )
             )
         try:
-            entry = self.prepare(request)
+            runnable = self.prepare(request)
         except TeamflowError as exc:
             raise PermanentError(
                 f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}"
             ) from None
         runner = self.runner
-        serves = runner is not None and runner.serves(entry.namespace)
-        child_id, claimed, _ = self.create(request, claim=serves, parent=ctx, ordinal=ordinal, entry=entry)
+        serves = runner is not None and isinstance(runnable, WorkflowEntry) and runner.serves(runnable.namespace)
+        child_id, claimed, _ = self.create(request, claim=serves, parent=ctx, ordinal=ordinal, entry=runnable)
         if claimed and runner is not None:
             runner.adopt(child_id, claimed)
         raise Park(child_id)

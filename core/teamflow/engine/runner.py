@@ -97,6 +97,10 @@ class Runner:
         self._next_renew = 0.0
         self._next_reap = 0.0
         self._next_poll = 0.0
+        # The versions (with their fingerprints) this runner can run; claims are limited to them.
+        self._routes = [
+            e.route for e in engine.registry.entries() if self.namespaces is None or e.namespace in self.namespaces
+        ]
 
     # -- public -----------------------------------------------------------------------
 
@@ -225,13 +229,13 @@ class Runner:
             if parent in self._tracked or self.worker_mode:
                 self._timers.append((0.0, parent))
         heapq.heapify(self._timers)
+        self.engine.announce(applied)  # before waking waiters: execute_sync returns after its events
         for task_id, _status in applied.finished_tasks:
             self._tracked.discard(task_id)
             self._cache.pop(task_id, None)
             event = self._waiters.pop(task_id, None)
             if event is not None:
                 event.set()
-        self.engine.announce(applied)
 
     def _due_timers(self, now: float) -> None:
         due: set[str] = set()
@@ -251,19 +255,15 @@ class Runner:
         want = self._free() * 2 - len(self._backlog)
         if want <= 0:
             return
-        claimed, started = self.store.claim(self.worker_id, self.engine.lease_s, want, namespaces=self._ns())
+        claimed, started = self.store.claim(self.worker_id, self.engine.lease_s, want, routes=self._routes)
         self._backlog.extend(claimed)
         self._announce_claims(claimed, started)
         if len(claimed) == want:
             self._kick = True  # there may be more ready work
         else:
-            due = self.store.next_due(self._ns())
+            due = self.store.next_due(self._routes)
             if due is not None and due < self.poll_interval_s:
                 self._next_poll = now + due
-
-    def _ns(self) -> list[str]:
-        names = self.engine.registry.namespaces
-        return [n for n in names if self.namespaces is None or n in self.namespaces]
 
     def _announce_claims(self, claimed: list[Claimed], started: list[str]) -> None:
         if claimed:

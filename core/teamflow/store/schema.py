@@ -63,6 +63,7 @@ class WorkflowStep(_Base):
     task_id = pw.CharField(max_length=36)
     name = pw.CharField()
     namespace = pw.CharField()
+    route = pw.CharField(max_length=20)
     status = pw.CharField()
     deps_left = pw.IntegerField()
     attempts = pw.IntegerField(default=0)

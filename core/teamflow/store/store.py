@@ -434,15 +434,15 @@ class Store:
                         task.get("request_hash"),
                     ),
                 )
-                ns = task["namespace"]
+                ns, route = task["namespace"], task["route"]
                 self.db.cursor().executemany(
                     self.sql(
-                        "INSERT INTO tf_step (task_id, name, namespace, status, deps_left, attempts, max_attempts, "
-                        "retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, {now}, "
-                        "CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
+                        "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, "
+                        "max_attempts, retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, "
+                        "?, {now}, CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
                     ),
                     [
-                        (task["id"], name, ns, deps, max_attempts, retryable, deps)
+                        (task["id"], name, ns, route, deps, max_attempts, retryable, deps)
                         for name, deps, max_attempts, retryable in steps
                     ],
                 )
@@ -499,17 +499,18 @@ class Store:
         lease_s: float,
         limit: int,
         *,
-        namespaces: Sequence[str] | None = None,
+        routes: Sequence[str] | None = None,
         task_ids: Sequence[str] | None = None,
     ) -> tuple[list[Claimed], list[str]]:
-        """Lease up to ``limit`` ready steps (of these namespaces or tasks). Returns claims and started tasks."""
-        if limit <= 0:
+        """Lease up to ``limit`` ready steps (of these routes or tasks). Returns claims and started tasks."""
+        if limit <= 0 or (routes is not None and not routes):
             return [], []
         where = "status = 'pending' AND deps_left = 0 AND next_attempt_at <= {now}"
         params: list[Any] = []
-        if namespaces is not None:
-            where += f" AND namespace IN ({self.placeholders(len(namespaces))})"
-            params.extend(namespaces)
+        if routes is not None:
+            clause, values = self._routes(routes)
+            where += clause
+            params.extend(values)
         if task_ids is not None:
             where += f" AND task_id IN ({self.placeholders(len(task_ids))})"
             params.extend(task_ids)
@@ -568,17 +569,26 @@ class Store:
             ).fetchall()
         ]
 
-    def next_due(self, namespaces: Sequence[str] | None) -> float | None:
+    def next_due(self, routes: Sequence[str] | None) -> float | None:
         """Seconds until the earliest pending retry becomes due (None when nothing waits)."""
+        if routes is not None and not routes:
+            return None
         where = "status = 'pending' AND deps_left = 0"
         params: list[Any] = []
-        if namespaces is not None:
-            where += f" AND namespace IN ({self.placeholders(len(namespaces))})"
-            params.extend(namespaces)
+        if routes is not None:
+            clause, values = self._routes(routes)
+            where += clause
+            params.extend(values)
         row = self.execute(
             f"SELECT MIN(next_attempt_at) - {{now}} FROM tf_step WHERE {where}", params
         ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    def _routes(self, routes: Sequence[str]) -> tuple[str, list[Any]]:
+        """Only steps of versions (and fingerprints) the caller holds."""
+        if self.dialect == "postgres":
+            return " AND route = ANY(?)", [list(routes)]
+        return f" AND route IN ({self.placeholders(len(routes))})", list(routes)
 
     # -- reading ----------------------------------------------------------------------
 
