@@ -172,7 +172,11 @@ class Runner:
                     if self._backlog:
                         self.store.release(list(self._backlog), self.worker_id, 0.0, "worker stopping")
                         self._backlog.clear()
-                    if not self._running or now - stopping_since > 30:
+                    with self._cv:
+                        finished = not self._running and not self._done
+                        if not finished and not self._done:
+                            self._cv.wait(0.05)  # a step in hand is still running
+                    if finished or now - stopping_since > 30:
                         self._release_running()
                         return
                     continue
