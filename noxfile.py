@@ -18,7 +18,7 @@ PYTEST_FLAGS = ["--strict-markers", "--strict-config", "-p", "no:cacheprovider"]
 
 def _install_checkout(session: nox.Session, *extras: str) -> None:
     """Editable installs of the host and the three plugins, so tests run against this checkout."""
-    session.install("-e", f".[postgres]", *extras)
+    session.install("-e", ".[postgres]", *extras)
     for plugin in PLUGINS:
         session.install("-e", f"plugins/{plugin}")
 

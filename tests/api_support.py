@@ -23,8 +23,8 @@ import httpx
 STARTUP_S = 60.0
 STOP_S = 20.0
 # The seed article's two curl bodies, byte for byte.
-PAYMENTS_REFUND = b'{"namespace": "payments", "name": "process_refund", "version": "2.1.0", "context": {"payment_id": "pay_123"}}'  # noqa: E501
-CS_REFUND = b'{"namespace": "customer_success", "name": "process_refund", "version": "1.3.0", "context": {"ticket_id": "cs_456"}}'  # noqa: E501
+PAYMENTS_REFUND = b'{"namespace": "payments", "name": "process_refund", "version": "2.1.0", "context": {"payment_id": "pay_123"}}'
+CS_REFUND = b'{"namespace": "customer_success", "name": "process_refund", "version": "1.3.0", "context": {"ticket_id": "cs_456"}}'
 JSON = {"Content-Type": "application/json"}
 
 

@@ -393,6 +393,9 @@ BAD_REQUESTS = [
     pytest.param("GET", "/tasks?limit=0", b"", 400, "invalid_request", "limit", id="limit-zero"),
     pytest.param("GET", "/tasks?limit=ten", b"", 400, "invalid_request", "limit", id="limit-text"),
     pytest.param("GET", "/tasks?status=done", b"", 400, "invalid_request", "status", id="unknown-status"),
+    pytest.param(
+        "GET", "/tasks?cursor=yesterday", b"", 400, "invalid_cursor", "next_cursor", id="bad-cursor"
+    ),
     pytest.param("GET", "/no/such/route", b"", 404, "not_found", "/no/such/route", id="unknown-route"),
     pytest.param("DELETE", "/workflows", b"", 405, "method_not_allowed", "GET", id="wrong-method"),
     pytest.param("GET", "/workflows/execute", b"", 405, "method_not_allowed", "POST", id="get-execute"),
@@ -690,20 +693,30 @@ def app_client(tmp_path: Path) -> Iterator[tuple[Host, Any]]:
 
 
 def test_an_unexpected_error_is_a_500_without_trace(
-    app_client: tuple[Host, Any], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    app_client: tuple[Host, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from loguru import logger
+
     host, c = app_client
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="ERROR")
 
     def broken(task_id: str) -> None:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(host, "get_task", broken)
-    response = c.get("/tasks/abc")
+    try:
+        response = c.get("/tasks/abc")
+    finally:
+        logger.remove(sink)
     assert response.status_code == 500
     body = response.json()
     assert body["error"] == "internal_error" and body["incident"] in body["detail"]
     assert "secret internals" not in response.text and "Traceback" not in response.text
     assert response.headers["content-type"].startswith("application/json")
+    # The operators get the whole story, under the incident id the client saw.
+    assert len(logged) == 1 and body["incident"] in logged[0]
+    assert "Traceback" in logged[0] and "RuntimeError: secret internals" in logged[0]
 
 
 def test_ready_is_503_with_reasons_when_tasks_cannot_be_served(

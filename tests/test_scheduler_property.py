@@ -10,11 +10,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from conftest import executions, host_config
+from flows import policy, scripted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import executions, host_config
-from flows import policy, scripted
 from teamflow import Host, Step, TaskRequest, Workflow, hookimpl
 
 
@@ -23,10 +23,13 @@ def dags(draw: st.DrawFn) -> tuple[list[tuple[str, list[str], int]], dict[str, l
     n = draw(st.integers(1, 6))
     steps = []
     for i in range(n):
-        deps = draw(st.lists(st.sampled_from([f"s{j}" for j in range(i)]), unique=True, max_size=3)) if i else []
+        deps = (
+            draw(st.lists(st.sampled_from([f"s{j}" for j in range(i)]), unique=True, max_size=3)) if i else []
+        )
         steps.append((f"s{i}", deps, draw(st.integers(0, 2))))
     script = {
-        name: draw(st.lists(st.sampled_from(["ok", "retry", "retry", "fail"]), max_size=3)) for name, _, _ in steps
+        name: draw(st.lists(st.sampled_from(["ok", "retry", "retry", "fail"]), max_size=3))
+        for name, _, _ in steps
     }
     return steps, script
 
@@ -49,18 +52,18 @@ class DagPlugin:
         self.steps = steps
 
     @hookimpl
-    def teamflow_namespaces(self):  # noqa: ANN201
+    def teamflow_namespaces(self):
         return [policy("prop")]
 
     @hookimpl
-    def teamflow_workflows(self):  # noqa: ANN201
+    def teamflow_workflows(self):
         steps = [Step(name, scripted, depends_on=deps, retry_limit=limit) for name, deps, limit in self.steps]
         return [Workflow("prop", "dag", "1.0.0", steps)]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
-def test_task_completes_exactly_when_every_step_completes(case) -> None:  # noqa: ANN001
+def test_task_completes_exactly_when_every_step_completes(case) -> None:
     steps, script = case
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log"
@@ -69,7 +72,9 @@ def test_task_completes_exactly_when_every_step_completes(case) -> None:  # noqa
         with Host(config=config, plugins=[("prop", DagPlugin(steps))], discover=False) as host:
             deps = {name: d for name, d, _ in steps}
             result = host.execute_sync(
-                TaskRequest(namespace="prop", name="dag", context={"script": script, "deps": deps, "record": str(log)})
+                TaskRequest(
+                    namespace="prop", name="dag", context={"script": script, "deps": deps, "record": str(log)}
+                )
             )
         statuses = {s.name: s.status for s in result.steps}
         all_completed = all(status == "completed" for status in statuses.values())

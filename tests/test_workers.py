@@ -11,22 +11,32 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import executions, host_config, install_test_plugins
 from flows import AlphaPlugin, AlphaPluginV2, BetaPlugin
+
 from teamflow import Host, TaskRequest
 
 pytestmark = pytest.mark.slow
 
 
 def worker(env: dict[str, str], url: str, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = dict(env, TEAMFLOW_DATABASE_URL=url, TEAMFLOW_POLL_INTERVAL_S="0.1", TEAMFLOW_LEASE_S="1",
-               TEAMFLOW_RETRY_BASE_S="0.05")
-    return subprocess.Popen([sys.executable, "-m", "teamflow.cli", "worker", "--concurrency", "2", *args],
-                            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = dict(
+        env,
+        TEAMFLOW_DATABASE_URL=url,
+        TEAMFLOW_POLL_INTERVAL_S="0.1",
+        TEAMFLOW_LEASE_S="1",
+        TEAMFLOW_RETRY_BASE_S="0.05",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "teamflow.cli", "worker", "--concurrency", "2", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
-def wait_for(predicate, timeout: float = 30.0):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -57,8 +67,14 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path, database_url: str, recor
     env = install_test_plugins(tmp_path / "site")
     env["TEAMFLOW_TEST_RECORD"] = str(record)
     host = client(database_url)
-    ids = [host.execute_async(TaskRequest(namespace="alpha", name="slow", version="1.0.0", context={"sleep": 1.5}))]
-    ids += [host.execute_async(TaskRequest(namespace="alpha", name="chain", version="1.0.0")) for _ in range(20)]
+    ids = [
+        host.execute_async(
+            TaskRequest(namespace="alpha", name="slow", version="1.0.0", context={"sleep": 1.5})
+        )
+    ]
+    ids += [
+        host.execute_async(TaskRequest(namespace="alpha", name="chain", version="1.0.0")) for _ in range(20)
+    ]
     first = worker(env, database_url, cwd=tmp_path)
     try:
         wait_for(lambda: any(r[1] == "one" and r[3] == "start" for r in executions(record)))
@@ -80,17 +96,24 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path, database_url: str, recor
             runs = [r for r in executions(record) if r[0] == task_id and r[1] == step.name and r[3] != "end"]
             assert 1 <= len(runs) <= step.attempts
             if step.attempts > 1:
-                holders = {t["actor"] for t in host.store.transitions(task_id)
-                           if t["step"] == step.name and t["to_status"] == "in_progress" and t["attempt"] == 1}
+                holders = {
+                    t["actor"]
+                    for t in host.store.transitions(task_id)
+                    if t["step"] == step.name and t["to_status"] == "in_progress" and t["attempt"] == 1
+                }
                 assert [f":{first.pid}:" in h for h in holders] == [True]
     host.close()
 
 
-def test_workers_routed_by_namespace_each_with_only_its_team_plugin(tmp_path: Path, database_url: str) -> None:
+def test_workers_routed_by_namespace_each_with_only_its_team_plugin(
+    tmp_path: Path, database_url: str
+) -> None:
     alpha_env = install_test_plugins(tmp_path / "alpha-site", which=("alpha",))
     beta_env = install_test_plugins(tmp_path / "beta-site", which=("beta",))
     host = client(database_url)
-    parent = host.execute_async(TaskRequest(namespace="alpha", name="parent", version="1.0.0", context={"n": 3}))
+    parent = host.execute_async(
+        TaskRequest(namespace="alpha", name="parent", version="1.0.0", context={"n": 3})
+    )
     leaf = host.execute_async(TaskRequest(namespace="beta", name="chain", version="1.0.0"))
     alpha = worker(alpha_env, database_url, "--namespace", "alpha", cwd=tmp_path)
     try:
@@ -126,8 +149,14 @@ def test_rolling_upgrade_reports_removed_and_drifted_versions(tmp_path: Path, da
 
     new_env = install_test_plugins(tmp_path / "new-site", which=("alpha-v2", "beta"))
     new_env.update(TEAMFLOW_DATABASE_URL=database_url)
-    check = subprocess.run([sys.executable, "-m", "teamflow.cli", "check", "--json"], env=new_env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "teamflow.cli", "check", "--json"],
+        env=new_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 1
     report = json.loads(check.stdout)
     unservable = {u["reference"]: u for u in report["unservable_tasks"]}
@@ -151,7 +180,11 @@ def test_rolling_upgrade_reports_removed_and_drifted_versions(tmp_path: Path, da
     survivor = worker(old_env, database_url, cwd=tmp_path)
     try:
         old = client(database_url)
-        wait_for(lambda: old.get_task(drifted).status == "completed" and old.get_task(removed).status == "completed")
+        wait_for(
+            lambda: (
+                old.get_task(drifted).status == "completed" and old.get_task(removed).status == "completed"
+            )
+        )
         old.close()
     finally:
         stop(survivor)
@@ -161,7 +194,9 @@ def test_graceful_stop_releases_steps_in_hand(tmp_path: Path, sqlite_url: str, r
     env = install_test_plugins(tmp_path / "site")
     env["TEAMFLOW_TEST_RECORD"] = str(record)
     host = client(sqlite_url)
-    task_id = host.execute_async(TaskRequest(namespace="alpha", name="slow", version="1.0.0", context={"sleep": 0.8}))
+    task_id = host.execute_async(
+        TaskRequest(namespace="alpha", name="slow", version="1.0.0", context={"sleep": 0.8})
+    )
     proc = worker(env, sqlite_url, cwd=tmp_path)
     wait_for(lambda: any(r[1] == "one" and r[3] == "start" for r in executions(record)))
     code, _ = stop(proc)  # SIGTERM: the step in hand finishes, nothing new starts

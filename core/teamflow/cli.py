@@ -356,7 +356,7 @@ def run(
 
 
 def _fmt_duration(step: Any) -> str:
-    if step.started_at and step.finished_at:
+    if step.started_at and step.finished_at and not step.resolved_by:
         return f"{(step.finished_at - step.started_at) * 1000:.0f} ms"
     return ""
 
@@ -555,7 +555,7 @@ def upgrade(ctx: click.Context) -> None:
     store.connect()
     applied = store.upgrade()
     out.print(
-        f"schema at version {store.schema_version()}" + (f" (applied {applied})" if applied else " (current)")
+        f"schema at version {store.schema_version()}" + (f" (applied migration {', '.join(map(str, applied))})" if applied else " (current)")
     )
     store.close()
 

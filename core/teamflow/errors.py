@@ -70,6 +70,10 @@ class TaskNotFound(NotFound):
     code = "task_not_found"
 
 
+class InvalidCursor(TeamflowError):
+    code = "invalid_cursor"
+
+
 class ContextInvalid(TeamflowError):
     code = "context_invalid"
     status = 422

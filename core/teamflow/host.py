@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ from loguru import logger
 from teamflow.config import HostConfig, load_config, normalize_distribution
 from teamflow.engine.engine import Engine, policy_dict
 from teamflow.engine.runner import Runner, new_worker_id
-from teamflow.errors import StoreError, TaskNotFound
+from teamflow.errors import InvalidCursor, NamespaceNotFound
 from teamflow.models import TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
 from teamflow.published import definition_json
@@ -154,7 +153,9 @@ class Host:
         runner = self.runner
         task_id, claimed, _ = self.engine.create(request, claim=runner.serves(entry.namespace), entry=entry)
         done = runner.waiter(task_id)
-        if claimed:
+        if claimed and timeout is None and progress is None:
+            runner.drive(task_id, claimed)  # runs the task's chain on this thread
+        elif claimed:  # the caller needs control back (timeout, progress): step threads run it
             runner.adopt(task_id, claimed)
         else:  # an existing task (idempotency) or one this process does not serve: pick up what it can
             runner.track(task_id)
@@ -212,7 +213,7 @@ class Host:
                 at, _, last_id = cursor.partition("_")
                 before = (float(at), last_id)
             except ValueError:
-                raise TaskNotFound(
+                raise InvalidCursor(
                     f"invalid cursor {cursor!r}: pass the next_cursor of the previous page"
                 ) from None
         limit = max(1, min(limit, 500))
@@ -254,7 +255,7 @@ class Host:
         """Start claiming ready steps of ``namespaces`` (default: every namespace loaded) in the background."""
         unknown = [ns for ns in namespaces or () if ns not in self.registry.namespaces]
         if unknown:
-            raise StoreError(
+            raise NamespaceNotFound(
                 f"this worker does not hold namespace(s) {', '.join(unknown)}; loaded: "
                 f"{', '.join(sorted(self.registry.namespaces)) or 'none'} (install the team's plugin)"
             )

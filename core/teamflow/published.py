@@ -57,8 +57,12 @@ class PublishedEntry:
 def published_policy(store: Store, namespace: str) -> NamespacePolicy:
     data = store.published_policy(namespace)
     if data is None:
+        known = sorted(store.recorded_owners())
         raise NamespaceNotFound(
-            f"namespace {namespace!r} is neither loaded here nor published by any host", namespace=namespace
+            f"namespace {namespace!r} is neither loaded here nor published by any host; namespaces: "
+            f"{', '.join(known) or 'none'}",
+            namespace=namespace,
+            namespaces=known,
         )
     return NamespacePolicy(
         name=namespace,

@@ -134,14 +134,13 @@ def version_page(
     others = [
         v for row in views.workflows(host.registry, namespace) if row["name"] == name for v in row["versions"]
     ]
+    svg = Markup(dag.render(nodes, label=f"steps of {detail['reference']}"))  # dag.render escapes all text
     return render(
         "version.html",
         v=detail,
         requested=version,
         others=others,
-        svg=Markup(
-            dag.render(nodes, label=f"steps of {detail['reference']}")
-        ),  # dag.render escapes every text
+        svg=svg,
         tasks_link="/admin/tasks?"
         + urlencode({"namespace": namespace, "name": name, "version": entry.version.text}),
     )
@@ -191,12 +190,13 @@ def task_page(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[s
         )
         for s in task.steps
     ]
+    svg = Markup(dag.render(nodes, label=f"steps of task {task.id}"))  # dag.render escapes all text
     return render(
         "task.html",
         t=views.task(task),
         children=children,
         transitions=host.store.transitions(task_id),
-        svg=Markup(dag.render(nodes, label=f"steps of task {task.id}")),  # dag.render escapes every text
+        svg=svg,
     )
 
 

@@ -57,7 +57,7 @@ from teamflow.models import TaskRequest, TaskResult
 from teamflow.store import schema as store_schema
 
 _ERROR_DESCRIPTIONS = {
-    400: "Malformed: invalid JSON, a wrong type, a missing or unknown field, a bad version constraint",
+    400: "Malformed: invalid JSON, a wrong type, a missing or unknown field, a bad version or cursor",
     401: "A bearer token is required (the host configures auth_tokens)",
     403: "Not allowed: the version needs approval, or the caller may not use this namespace",
     404: "Unknown namespace, workflow, version or task; the body lists what exists",
@@ -251,7 +251,7 @@ def workflow_version(
 # -- tasks -------------------------------------------------------------------------------------
 
 
-@get("/tasks", sync_to_thread=True, tags=["tasks"], summary="Tasks, newest first", responses=_errors(404))
+@get("/tasks", sync_to_thread=True, tags=["tasks"], summary="Tasks, newest first", responses=_errors())
 def list_tasks(
     host: NamedDependency[Host],
     namespace: FromQuery[str | None] = None,

@@ -1,11 +1,16 @@
 """The runner: claims steps under leases, runs their handlers, records the outcomes.
 
-One loop thread owns every write of the hot path. Handler threads only run handlers and
-hand back outcomes; the loop applies all outcomes that arrived together in one
-transaction, which also claims the successors they made ready (so a chain costs one
-commit per step, and parallel completions share a commit). The loop renews leases,
-enforces timeouts, retries after backoff, and in worker mode claims ready steps of the
-namespaces it serves, woken by the database (LISTEN/NOTIFY) or a slow poll.
+The hot path has no hand-offs: the thread that ran a step commits its outcome, and the
+same transaction claims the successors the step made ready; the thread then runs one of
+them itself (a chain runs start to end on one thread) and queues the rest for the other
+step threads. Commits are combined: outcomes that finish while another thread is
+committing wait for it and go out together in the next transaction, so parallel
+completions share one commit. ``execute_sync`` drives its task the same way on the
+caller's thread.
+
+A housekeeping thread does everything off the hot path: retries whose backoff expired,
+claiming ready work in worker mode (woken by LISTEN/NOTIFY or a slow poll), renewing
+leases, enforcing ``timeout_s`` and taking back steps whose worker lost its lease.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -39,7 +43,6 @@ CACHE_LIMIT = 4096
 @attrs.define(slots=True)
 class _Running:
     claim: Claimed
-    started: float
     deadline: float | None
     abandoned: bool = False
 
@@ -80,27 +83,26 @@ class Runner:
         self.poll_interval_s = poll_interval_s
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
-        self._cv = threading.Condition()
-        self._done: list[Outcome] = []
-        self._backlog: deque[Claimed] = deque()
-        self._running: dict[int, _Running] = {}
-        self._threads_busy = 0
-        self._tracked: set[str] = set()
-        self._timers: list[tuple[float, str]] = []
-        self._waiters: dict[str, threading.Event] = {}
-        self._cache: dict[str, _TaskCache] = {}
-        self._kick = True
-        self._stop = False
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teamflow-step")
-        self._thread: threading.Thread | None = None
         self._waker = waker
-        self._next_renew = 0.0
-        self._next_reap = 0.0
-        self._next_poll = 0.0
         # The versions (with their fingerprints) this runner can run; claims are limited to them.
         self._routes = [
             e.route for e in engine.registry.entries() if self.namespaces is None or e.namespace in self.namespaces
         ]
+        self._lock = threading.Condition()  # guards everything below; step threads wait on it
+        self._queue: deque[Claimed] = deque()
+        self._idle = 0
+        self._running: dict[int, _Running] = {}
+        self._tracked: set[str] = set()
+        self._timers: list[tuple[float, str]] = []
+        self._waiters: dict[str, threading.Event] = {}
+        self._cache: dict[str, _TaskCache] = {}
+        self._kick = worker_mode  # worker mode claims at once on start
+        self._stop = False
+        self._outbox: list[Outcome] = []
+        self._commit_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._keeper: threading.Thread | None = None
+        self._house = threading.Condition()
 
     # -- public -----------------------------------------------------------------------
 
@@ -110,294 +112,235 @@ class Runner:
         )
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name=f"teamflow-runner-{self.worker_id}", daemon=True
-            )
-            self._thread.start()
-            if self._waker is not None:
-                self._waker(self.wake)
+        if self._keeper is not None:
+            return
+        for i in range(self.concurrency):
+            thread = threading.Thread(target=self._step_thread, name=f"teamflow-step-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._keeper = threading.Thread(target=self._housekeeping, name="teamflow-housekeeping", daemon=True)
+        self._keeper.start()
+        if self._waker is not None:
+            self._waker(self.wake)
 
     def wake(self) -> None:
-        with self._cv:
+        """Work may be ready (NOTIFY, a new task): claim soon."""
+        with self._house:
             self._kick = True
-            self._cv.notify()
+            self._house.notify()
 
     def adopt(self, task_id: str, claimed: Sequence[Claimed]) -> None:
-        """Take over steps claimed for this runner outside the loop (new task, new child)."""
-        with self._cv:
+        """Take over steps claimed for this runner outside a commit (a new task, a new child)."""
+        with self._lock:
             self._tracked.add(task_id)
-            self._backlog.extend(claimed)
-            self._cv.notify()
+            self._queue.extend(claimed)
+            self._lock.notify(len(claimed))
 
     def track(self, task_id: str) -> None:
         """Watch a task whose steps this process should pick up when they become ready."""
-        with self._cv:
+        with self._lock:
             self._tracked.add(task_id)
-            self._timers.append((0.0, task_id))
-            heapq.heapify(self._timers)
-            self._cv.notify()
+        self._add_timer(0.0, task_id)
 
     def waiter(self, task_id: str) -> threading.Event:
-        with self._cv:
+        with self._lock:
             return self._waiters.setdefault(task_id, threading.Event())
 
+    def drive(self, task_id: str, claimed: Sequence[Claimed]) -> None:
+        """Run a task's claimed steps on the calling thread (execute_sync), following the chain."""
+        with self._lock:
+            self._tracked.add(task_id)
+            self._queue.extend(claimed[1:])
+            self._lock.notify(len(claimed) - 1)
+        claim: Claimed | None = claimed[0] if claimed else None
+        while claim is not None:
+            claim = self._run_and_commit(claim, prefer_task=task_id, caller=True)
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming, let steps in hand finish (until ``timeout``), release the rest."""
-        with self._cv:
+        """Stop claiming; let steps in hand finish (until ``timeout``); release the rest."""
+        with self._lock:
             self._stop = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(timeout + 5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            queued, self._queue = list(self._queue), deque()
+            self._lock.notify_all()
+        with self._house:
+            self._house.notify()
+        if queued:
+            self._safe(lambda: self.store.release(queued, self.worker_id, 0.0, "worker stopping"))
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = [r.claim for r in self._running.values() if not r.abandoned]
+        if left:
+            logger.warning("worker {} stopping: releasing {} step(s) still running", self.worker_id, len(left))
+            self._safe(lambda: self.store.release(left, self.worker_id, 0.0, "worker stopped"))
+        if self._keeper is not None:
+            self._keeper.join(5)
 
-    # -- the loop -----------------------------------------------------------------------
+    # -- step threads -------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        stopping_since: float | None = None
+    def _step_thread(self) -> None:
         while True:
+            with self._lock:
+                while not self._queue and not self._stop:
+                    self._idle += 1
+                    self._lock.wait()
+                    self._idle -= 1
+                if self._stop:
+                    return
+                claim: Claimed | None = self._queue.popleft()
+            while claim is not None:
+                try:
+                    claim = self._run_and_commit(claim)
+                except Exception:
+                    logger.exception("runner {}: unexpected error; the step's lease will expire", self.worker_id)
+                    claim = None
+
+    def _run_and_commit(self, claim: Claimed, prefer_task: str | None = None, caller: bool = False) -> Claimed | None:
+        """Run one claimed step, commit its outcome, and return the next claim to run here."""
+        cache = self._load(claim)
+        if cache is None or cache.entry is None:
+            self._unservable(claim, cache)
+            return None
+        step = cache.entry.steps[claim.name]
+        if caller and step.timeout_s:
+            # A step that may overrun runs on a step thread: the caller must be able to
+            # return when it times out, without waiting for the late handler.
+            with self._lock:
+                self._queue.append(claim)
+                self._lock.notify()
+            return None
+        running = _Running(claim, time.monotonic() + step.timeout_s if step.timeout_s else None)
+        with self._lock:
+            self._running[claim.step_id] = running
+        if running.deadline is not None:
+            with self._house:
+                self._house.notify()
+        try:
+            outcome = self._outcome(claim, cache)
+        except BaseException as exc:  # never lose a claim, whatever happened
+            outcome = Outcome("fail", claim, error=f"internal error: {exc!r}", error_type=type(exc).__name__)
+        with self._lock:
+            self._running.pop(claim.step_id, None)
+            if running.abandoned:  # timed out: its late result is discarded
+                return None
+        mine = self._commit([outcome], keep=claim.task_id)
+        if self._stop:
+            return None
+        return mine or self._next(prefer_task or claim.task_id)
+
+    def _next(self, task_id: str) -> Claimed | None:
+        """A queued claim to run on this thread: one of the same task first (locality)."""
+        with self._lock:
+            if not self._queue or self._stop:
+                return None
+            for i, queued in enumerate(self._queue):
+                if queued.task_id == task_id:
+                    del self._queue[i]
+                    return queued
+            return None
+
+    # -- committing -------------------------------------------------------------------
+
+    def _commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
+        """Combine outcomes into as few transactions as possible (group commit).
+
+        Returns one newly claimed step of task ``keep``, for the caller to run itself.
+        """
+        with self._lock:
+            self._outbox.extend(outcomes)
+        with self._commit_lock:
+            with self._lock:
+                batch, self._outbox = self._outbox, []
+            if not batch:
+                return None  # another thread committed ours with its own
             try:
-                with self._cv:
-                    if not (self._done or self._backlog or self._kick or self._stop):
-                        self._cv.wait(self._sleep_for())
-                    outcomes, self._done = self._done, []
-                    kick, self._kick = self._kick, False
-                    stop = self._stop
-                if outcomes:
-                    self._apply(outcomes)
-                now = time.monotonic()
-                self._check_timeouts(now)
-                if stop:
-                    stopping_since = stopping_since or now
-                    if self._backlog:
-                        self.store.release(list(self._backlog), self.worker_id, 0.0, "worker stopping")
-                        self._backlog.clear()
-                    with self._cv:
-                        finished = not self._running and not self._done
-                        if not finished and not self._done:
-                            self._cv.wait(0.05)  # a step in hand is still running
-                    if finished or now - stopping_since > 30:
-                        self._release_running()
-                        return
-                    continue
-                self._dispatch()
-                self._due_timers(now)
-                if self.worker_mode:
-                    self._poll(now, kick)
-                self._housekeeping(now)
+                applied = self.store.apply(batch, self.worker_id, self.engine.lease_s, claim_successors=True)
             except StoreError as exc:
-                logger.error("runner {}: {}; retrying in 1 s", self.worker_id, exc)
-                time.sleep(1.0)
-            except Exception:
-                logger.exception("runner {} loop error; continuing", self.worker_id)
-                time.sleep(0.2)
+                logger.error("runner {}: could not record {} outcome(s): {}; their leases will expire and "
+                             "another attempt will run", self.worker_id, len(batch), exc)
+                return None
+            mine = next((c for c in applied.claimed if c.task_id == keep), None) if keep else None
+            self._after(applied, keep=mine)
+            return mine
 
-    def _sleep_for(self) -> float:
-        now = time.monotonic()
-        until = [self._next_renew - now]
-        if self._timers:
-            until.append(self._timers[0][0] - now)
-        if self.worker_mode or self._tracked:
-            until.append(self._next_poll - now)
-        deadlines = [
-            r.deadline - now for r in self._running.values() if r.deadline is not None and not r.abandoned
-        ]
-        until.extend(deadlines)
-        return max(0.001, min(until))
-
-    def _free(self) -> int:
-        return self.concurrency - self._threads_busy
-
-    def _apply(self, outcomes: list[Outcome]) -> None:
-        applied = self.store.apply(outcomes, self.worker_id, self.engine.lease_s, claim_successors=True)
+    def _after(self, applied: Applied, keep: Claimed | None = None) -> None:
         for out in applied.dropped:
             logger.warning(
                 "step {} of task {} attempt {}: result dropped, the lease was lost to another worker",
-                out.claim.name,
-                out.claim.task_id,
-                out.claim.attempt,
+                out.claim.name, out.claim.task_id, out.claim.attempt,
             )
-        for out in applied.accepted:
-            if out.kind == "complete":
-                cache = self._cache.get(out.claim.task_id)
-                if cache is not None:
-                    cache.results[out.claim.name] = json.loads(out.result) if out.result is not None else None
-            elif out.kind == "retry":
-                self._timers.append((time.monotonic() + out.delay, out.claim.task_id))
-        heapq.heapify(self._timers)
-        self._after(applied)
-
-    def _after(self, applied: Applied) -> None:
-        self._backlog.extend(applied.claimed)
-        for parent in applied.woken_parents:
-            if parent in self._tracked or self.worker_mode:
-                self._timers.append((0.0, parent))
-        heapq.heapify(self._timers)
+        timers = []
+        with self._lock:
+            for out in applied.accepted:
+                if out.kind == "complete":
+                    cache = self._cache.get(out.claim.task_id)
+                    if cache is not None:
+                        cache.results[out.claim.name] = json.loads(out.result) if out.result is not None else None
+                elif out.kind == "retry":
+                    timers.append((time.monotonic() + out.delay, out.claim.task_id))
+            for parent in applied.woken_parents:
+                if parent in self._tracked or self.worker_mode:
+                    timers.append((0.0, parent))
+            others = [c for c in applied.claimed if c is not keep]
+            self._queue.extend(others)
+            if others:
+                self._lock.notify(len(others))
+        for timer in timers:
+            self._add_timer(*timer)
         self.engine.announce(applied)  # before waking waiters: execute_sync returns after its events
-        for task_id, _status in applied.finished_tasks:
-            self._tracked.discard(task_id)
-            self._cache.pop(task_id, None)
-            event = self._waiters.pop(task_id, None)
-            if event is not None:
-                event.set()
+        with self._lock:
+            for task_id, _status in applied.finished_tasks:
+                self._tracked.discard(task_id)
+                self._cache.pop(task_id, None)
+                event = self._waiters.pop(task_id, None)
+                if event is not None:
+                    event.set()
 
-    def _due_timers(self, now: float) -> None:
-        due: set[str] = set()
-        while self._timers and self._timers[0][0] <= now:
-            due.add(heapq.heappop(self._timers)[1])
-        if due:
-            claimed, started = self.store.claim(
-                self.worker_id, self.engine.lease_s, max(self._free(), 1) * 2, task_ids=sorted(due)
-            )
-            self._backlog.extend(claimed)
-            self._announce_claims(claimed, started)
+    # -- running one step ---------------------------------------------------------------
 
-    def _poll(self, now: float, kick: bool) -> None:
-        if not kick and now < self._next_poll:
-            return
-        self._next_poll = now + self.poll_interval_s
-        want = self._free() * 2 - len(self._backlog)
-        if want <= 0:
-            return
-        claimed, started = self.store.claim(self.worker_id, self.engine.lease_s, want, routes=self._routes)
-        self._backlog.extend(claimed)
-        self._announce_claims(claimed, started)
-        if len(claimed) == want:
-            self._kick = True  # there may be more ready work
-        else:
-            due = self.store.next_due(self._routes)
-            if due is not None and due < self.poll_interval_s:
-                self._next_poll = now + due
-
-    def _announce_claims(self, claimed: list[Claimed], started: list[str]) -> None:
-        if claimed:
-            self.engine.announce(Applied(claimed=claimed), started)
-
-    def _housekeeping(self, now: float) -> None:
-        if now >= self._next_renew:
-            self._next_renew = now + self.engine.lease_s / 3
-            if self._running or self._backlog:
-                self.store.renew(self.worker_id, self.engine.lease_s)
-        if self._tracked and not self.worker_mode and now >= self._next_poll:
-            # A tracked task may have a step woken by a child another worker finished.
-            self._next_poll = now + self.poll_interval_s
-            self._timers.extend((0.0, t) for t in self._tracked)
-            heapq.heapify(self._timers)
-        if self.worker_mode and now >= self._next_reap:
-            self._next_reap = now + max(0.5, self.engine.lease_s / 2)
-            applied = self.store.reap_expired()
-            if applied.accepted:
-                for out in applied.accepted:
-                    logger.warning("step {} of task {}: {}", out.claim.name, out.claim.task_id, out.error)
-                self._after(applied)
-                self._kick = True
-
-    def _release_running(self) -> None:
-        claims = [r.claim for r in self._running.values() if not r.abandoned]
-        if claims:
-            logger.warning(
-                "worker {} stopping: releasing {} step(s) still running", self.worker_id, len(claims)
-            )
-            self.store.release(claims, self.worker_id, 0.0, "worker stopped")
-
-    # -- dispatching ---------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        if not self._backlog or self._free() <= 0:
-            return
-        batch: list[Claimed] = []
-        while self._backlog and len(batch) < self._free():
-            batch.append(self._backlog.popleft())
-        self._load([c.task_id for c in batch])
-        unservable: list[Claimed] = []
-        for claim in batch:
+    def _load(self, claim: Claimed) -> _TaskCache | None:
+        with self._lock:
             cache = self._cache.get(claim.task_id)
-            if cache is None or cache.entry is None:
-                unservable.append(claim)
-                continue
-            step = cache.entry.steps[claim.name]
-            missing = [d for d in step.depends_on if d not in cache.results]
-            if missing:
-                cache.results.update(self.store.results(claim.task_id))
-            now = time.monotonic()
-            deadline = now + step.timeout_s if step.timeout_s else None
-            self._running[claim.step_id] = _Running(claim, now, deadline)
-            self._threads_busy += 1
-            self._pool.submit(self._run, claim, cache)
-        if unservable:
-            for claim in unservable:
-                logger.warning(
-                    "worker {} cannot serve step {} of task {}: {}",
-                    self.worker_id,
-                    claim.name,
-                    claim.task_id,
-                    self._why_unservable(claim.task_id),
-                )
-            self.store.release(
-                unservable,
-                self.worker_id,
-                UNSERVABLE_DELAY_S,
-                f"worker {self.worker_id} does not hold this workflow version and fingerprint",
-            )
-
-    def _why_unservable(self, task_id: str) -> str:
-        cache = self._cache.get(task_id)
         if cache is None:
-            return "task not found"
-        row = cache.row
-        return (
-            f"{row.namespace}/{row.name}@{row.version} with fingerprint {row.fingerprint[:12]} "
-            "is not in this worker's registry"
-        )
-
-    def _load(self, task_ids: list[str]) -> None:
-        missing = sorted({t for t in task_ids if t not in self._cache})
-        if not missing:
-            return
-        for task_id, row in self.store.task_rows(missing).items():
+            row = self.store.task_rows([claim.task_id]).get(claim.task_id)
+            if row is None:
+                return None
             entry = self.engine.registry.get(row.namespace, row.name, row.version)
             if entry is not None and entry.fingerprint != row.fingerprint:
                 entry = None
-            self._cache[task_id] = _TaskCache(
-                row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version)
-            )
-            if not self.worker_mode:
-                self._tracked.add(task_id)
-        # Tasks finished by other workers never report back here: keep the cache bounded.
-        while len(self._cache) > CACHE_LIMIT:
-            del self._cache[next(iter(self._cache))]
+            cache = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version))
+            with self._lock:
+                cache = self._cache.setdefault(claim.task_id, cache)
+                if not self.worker_mode:
+                    self._tracked.add(claim.task_id)
+                # Tasks finished by other workers never report back here: keep the cache bounded.
+                while len(self._cache) > CACHE_LIMIT:
+                    del self._cache[next(iter(self._cache))]
+        if cache.entry is not None:
+            deps = cache.entry.steps[claim.name].depends_on
+            if any(d not in cache.results for d in deps):
+                cache.results.update(self.store.results(claim.task_id))
+        return cache
 
-    # -- running one step (handler thread) ----------------------------------------------
+    def _unservable(self, claim: Claimed, cache: _TaskCache | None) -> None:
+        why = "task not found" if cache is None else (
+            f"{cache.row.namespace}/{cache.row.name}@{cache.row.version} with fingerprint "
+            f"{cache.row.fingerprint[:12]} is not in this worker's registry"
+        )
+        logger.warning("worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name, claim.task_id, why)
+        self._safe(lambda: self.store.release([claim], self.worker_id, UNSERVABLE_DELAY_S,
+                                              f"worker {self.worker_id}: {why}"))
 
-    def _run(self, claim: Claimed, cache: _TaskCache) -> None:
+    def _outcome(self, claim: Claimed, cache: _TaskCache) -> Outcome:
         entry = cache.entry
         assert entry is not None
-        entry.steps[claim.name]
-        log = logger.bind(
-            namespace=entry.namespace,
-            workflow=entry.name,
-            version=entry.version.text,
-            task_id=claim.task_id,
-            step=claim.name,
-            attempt=claim.attempt,
-        )
-        ctx = StepContext(
-            self.engine, cache.info, claim.name, claim.attempt, cache.row.context, dict(cache.results), log
-        )
-        try:
-            outcome = self._outcome(claim, entry, ctx, log)
-        except BaseException as exc:  # never lose a claim, whatever happened
-            outcome = Outcome("fail", claim, error=f"internal error: {exc!r}", error_type=type(exc).__name__)
-        with self._cv:
-            self._threads_busy -= 1
-            running = self._running.pop(claim.step_id, None)
-            if running is not None and not running.abandoned:
-                self._done.append(outcome)
-            self._cv.notify()
-
-    def _outcome(self, claim: Claimed, entry: WorkflowEntry, ctx: StepContext, log: Any) -> Outcome:
         step = entry.steps[claim.name]
         handler = entry.handlers[claim.name]
+        log = logger.bind(namespace=entry.namespace, workflow=entry.name, version=entry.version.text,
+                          task_id=claim.task_id, step=claim.name, attempt=claim.attempt)
+        ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context,
+                          dict(cache.results), log)
         try:
             result = asyncio.run(handler(ctx)) if inspect.iscoroutinefunction(handler) else handler(ctx)
         except Park as park:
@@ -417,51 +360,135 @@ class Runner:
         return Outcome("complete", claim, result=text, successors=entry.successors[claim.name])
 
     def _failure(
-        self,
-        claim: Claimed,
-        step: Any,
-        exc: BaseException,
-        *,
-        permanent: bool,
-        log: Any,
+        self, claim: Claimed, step: Any, exc: BaseException, *, permanent: bool, log: Any,
         retry_after: float | None = None,
     ) -> Outcome:
         kind = type(exc).__name__
         message = getattr(exc, "message", None) or str(exc) or kind
         max_attempts = 1 + step.retry_limit
         if not permanent and claim.attempt < max_attempts:
-            delay = (
-                retry_after
-                if retry_after is not None
-                else backoff(claim.attempt, self.retry_base_s, self.retry_max_s)
-            )
-            log.warning(
-                "attempt {}/{} failed ({}: {}); retrying in {:.2f}s",
-                claim.attempt,
-                max_attempts,
-                kind,
-                message,
-                delay,
-            )
+            delay = retry_after if retry_after is not None else backoff(claim.attempt, self.retry_base_s,
+                                                                        self.retry_max_s)
+            log.warning("attempt {}/{} failed ({}: {}); retrying in {:.2f}s", claim.attempt, max_attempts, kind,
+                        message, delay)
             return Outcome("retry", claim, error=message, error_type=kind, delay=delay)
         why = "permanent error" if permanent else f"gave up after {claim.attempt} attempt(s)"
-        summary = (
-            f"step {claim.name!r} failed ({why}, attempt {claim.attempt}/{max_attempts}): {kind}: {message}"
-        )
+        summary = f"step {claim.name!r} failed ({why}, attempt {claim.attempt}/{max_attempts}): {kind}: {message}"
         log.error(summary)
         return Outcome("fail", claim, error=summary, error_type=kind)
 
-    def _check_timeouts(self, now: float) -> None:
-        late = [
-            r
-            for r in self._running.values()
-            if r.deadline is not None and not r.abandoned and now > r.deadline
-        ]
-        if not late:
+    # -- housekeeping -------------------------------------------------------------------
+
+    def _add_timer(self, at: float, task_id: str) -> None:
+        with self._house:
+            heapq.heappush(self._timers, (at, task_id))
+            self._house.notify()
+
+    def _housekeeping(self) -> None:
+        next_renew = next_reap = next_poll = 0.0
+        while not self._stop:
+            try:
+                now = time.monotonic()
+                self._check_timeouts(now)
+                self._due_timers(now)
+                if self.worker_mode:
+                    next_poll = self._poll(now, next_poll)
+                elif self._tracked and now >= next_poll:
+                    # A tracked task may have a step woken by a child another worker finished.
+                    next_poll = now + self.poll_interval_s
+                    with self._lock:
+                        tracked = list(self._tracked)
+                    for task_id in tracked:
+                        self._add_timer(0.0, task_id)
+                if now >= next_renew:
+                    next_renew = now + self.engine.lease_s / 3
+                    with self._lock:
+                        busy = bool(self._running or self._queue)
+                    if busy:
+                        self.store.renew(self.worker_id, self.engine.lease_s)
+                if self.worker_mode and now >= next_reap:
+                    next_reap = now + max(0.5, self.engine.lease_s / 2)
+                    self._reap()
+                with self._house:
+                    if not (self._kick and self.worker_mode) and not self._stop:
+                        self._house.wait(self._sleep_for(now, next_renew, next_poll))
+            except StoreError as exc:
+                logger.error("runner {}: {}; retrying in 1 s", self.worker_id, exc)
+                time.sleep(1.0)
+            except Exception:
+                logger.exception("runner {} housekeeping error; continuing", self.worker_id)
+                time.sleep(0.2)
+
+    def _sleep_for(self, now: float, next_renew: float, next_poll: float) -> float:
+        until = [next_renew - now, 5.0]
+        if self._timers:
+            until.append(self._timers[0][0] - now)
+        if self.worker_mode or self._tracked:
+            until.append(next_poll - now)
+        with self._lock:
+            until.extend(r.deadline - now for r in self._running.values() if r.deadline is not None and not r.abandoned)
+        return max(0.001, min(until))
+
+    def _free(self) -> int:
+        with self._lock:
+            return self._idle - len(self._queue)
+
+    def _due_timers(self, now: float) -> None:
+        due: set[str] = set()
+        with self._house:
+            while self._timers and self._timers[0][0] <= now:
+                due.add(heapq.heappop(self._timers)[1])
+        if due:
+            claimed, started = self.store.claim(
+                self.worker_id, self.engine.lease_s, max(self._free(), 1) * 2, task_ids=sorted(due)
+            )
+            self._enqueue(claimed, started)
+
+    def _poll(self, now: float, next_poll: float) -> float:
+        with self._house:
+            kick, self._kick = self._kick, False
+        if not kick and now < next_poll:
+            return next_poll
+        next_poll = now + self.poll_interval_s
+        want = self._free() + self.concurrency  # keep one claim queued per thread
+        if want <= 0:
+            return next_poll
+        claimed, started = self.store.claim(self.worker_id, self.engine.lease_s, want, routes=self._routes)
+        self._enqueue(claimed, started)
+        if len(claimed) == want:
+            with self._house:
+                self._kick = True  # there may be more ready work
+        else:
+            due = self.store.next_due(self._routes)
+            if due is not None and due < self.poll_interval_s:
+                next_poll = now + due
+        return next_poll
+
+    def _enqueue(self, claimed: list[Claimed], started: list[str]) -> None:
+        if not claimed:
             return
+        with self._lock:
+            self._queue.extend(claimed)
+            self._lock.notify(len(claimed))
+        self.engine.announce(Applied(claimed=claimed), started)
+
+    def _reap(self) -> None:
+        applied = self.store.reap_expired()
+        if applied.accepted:
+            for out in applied.accepted:
+                logger.warning("step {} of task {}: {}", out.claim.name, out.claim.task_id, out.error)
+            self._after(applied)
+            with self._house:
+                self._kick = True
+
+    def _check_timeouts(self, now: float) -> None:
+        with self._lock:
+            late = [r for r in self._running.values()
+                    if r.deadline is not None and not r.abandoned and now > r.deadline]
+            for running in late:
+                running.abandoned = True  # the thread stays busy until the handler returns
         outcomes = []
         for running in late:
-            running.abandoned = True
             cache = self._cache.get(running.claim.task_id)
             if cache is None or cache.entry is None:
                 continue
@@ -469,7 +496,14 @@ class Runner:
             exc = TimeoutError(f"step exceeded timeout_s={step.timeout_s}; its late result will be discarded")
             log = logger.bind(task_id=running.claim.task_id, step=running.claim.name)
             outcomes.append(self._failure(running.claim, step, exc, permanent=False, log=log))
-        self._apply(outcomes)
+        if outcomes:
+            self._commit(outcomes)
+
+    def _safe(self, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except StoreError as exc:
+            logger.error("runner {}: {}", self.worker_id, exc)
 
 
 def new_worker_id() -> str:

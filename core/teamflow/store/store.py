@@ -8,7 +8,9 @@ schema and runs the cold queries.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -119,6 +121,21 @@ class Store:
                 f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
             )
         self._sql_cache: dict[str, str] = {}
+        self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+        # Driver errors that mean the connection or the server is gone (retry later), and
+        # unique-key violations (idempotency races).
+        if self.dialect == "sqlite":
+            self._lost: tuple[type[BaseException], ...] = (sqlite3.OperationalError, sqlite3.InterfaceError)
+            self.integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, pw.IntegrityError)
+        else:
+            import psycopg2
+
+            self._lost = (psycopg2.OperationalError, psycopg2.InterfaceError)
+            self.integrity = (psycopg2.IntegrityError, pw.IntegrityError)
+        self._unreachable: tuple[type[BaseException], ...] = (pw.OperationalError, pw.InterfaceError, *self._lost)
+        # SQLite has one writer: threads of this process queue here instead of in SQLite's
+        # busy handler, which sleeps in milliseconds. PostgreSQL writers run concurrently.
+        self._writer: Any = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
         schema.proxy.initialize(self.db)
         self._bind()
 
@@ -154,12 +171,29 @@ class Store:
             self._sql_cache[text] = cached
         return cached
 
-    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+    def _cursor(self) -> Any:
         try:
-            return self.db.execute_sql(self.sql(text), params)
-        except (pw.OperationalError, pw.InterfaceError) as exc:
-            if self.db.transaction_depth() == 0:
+            return self.db.connection().cursor()
+        except self._unreachable as exc:
+            self.reset()
+            raise StoreError(f"cannot reach the database at {self.safe_url}: {str(exc).strip()}") from exc
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement on this thread's connection (the driver's cursor, no ORM on the hot path)."""
+        cur = self._cursor()
+        try:
+            cur.execute(self.sql(text), params)
+        except self._lost as exc:
+            if not getattr(self._local, "in_tx", False):
                 self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+        return cur
+
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        cur = self._cursor()
+        try:
+            cur.executemany(self.sql(text), rows)
+        except self._lost as exc:
             raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
 
     def reset(self) -> None:
@@ -178,19 +212,28 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[None]:
-        """One short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        self._local.notify = False
-        try:
-            with self.db.atomic():
+        """One short write transaction (``BEGIN IMMEDIATE`` on SQLite); NOTIFY at most once, at commit."""
+        with self._writer:
+            cur = self._cursor()
+            self._local.notify = False
+            try:
+                cur.execute(self._begin)
+                self._local.in_tx = True
                 yield
                 if self._local.notify and self.dialect == "postgres":
-                    self.db.execute_sql(f"SELECT pg_notify('{CHANNEL}', '')")
-        except (pw.OperationalError, pw.InterfaceError) as exc:
-            self.reset()
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
-        except StoreError:
-            self.reset()
-            raise
+                    cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:
+                    self.reset()  # the connection is gone; the server rolled back
+                if isinstance(exc, self._lost):
+                    self.reset()
+                    raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+                raise
+            finally:
+                self._local.in_tx = False
 
     def notify(self) -> None:
         """Ask for one NOTIFY when the current transaction commits (PostgreSQL only)."""
@@ -435,8 +478,8 @@ class Store:
                     ),
                 )
                 ns, route = task["namespace"], task["route"]
-                self.db.cursor().executemany(
-                    self.sql(
+                self.executemany(
+                    (
                         "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, "
                         "max_attempts, retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, "
                         "?, {now}, CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
@@ -451,7 +494,7 @@ class Store:
                     claimed = self._claim_task_roots(task["id"], claim_for, lease_s)
                 else:
                     self.notify()
-        except pw.IntegrityError as exc:
+        except self.integrity as exc:
             raise StoreError(f"duplicate: {exc}") from exc
         return claimed
 
@@ -483,8 +526,8 @@ class Store:
         return started
 
     def _transition(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        self.db.cursor().executemany(
-            self.sql(
+        self.executemany(
+            (
                 "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, {now})"
             ),

@@ -1,0 +1,176 @@
+"""Procrastinate side of ``benchmarks/peers_pg.py``: the tasks, the enqueuer and the worker.
+
+Run as a script by ``peers_pg``:
+
+    PEER_BENCH_DB=URL python procrastinate_app.py enqueue --shape chain --tasks 500
+    PEER_BENCH_DB=URL PEER_BENCH_POOL=20 python procrastinate_app.py worker --concurrency 16 --go-file F
+
+Procrastinate is a task queue, not a workflow engine, so a workflow is built from jobs:
+
+* every step is an ``async`` task that records ``time.time()`` at its start and end; a step's
+  result ``(start, end)`` is durably recorded in the arguments of the job(s) it defers (each
+  ``defer`` is its own committed INSERT into ``procrastinate_jobs``), and procrastinate records
+  the step's own completion (status ``succeeded``) when the task returns;
+* chain: a defers b, b defers c, c defers d, each passing the timings gathered so far;
+* diamond: a defers b and c; b and c each run one atomic upsert on a small join row
+  (``INSERT .. ON CONFLICT DO UPDATE SET arrived = arrived + 1, timings = timings || ..
+  RETURNING``); the one that sees ``arrived = 2`` defers d with a's, b's and c's timings;
+* d, the final step, has no successor to carry its result, so it INSERTs the task's result (all
+  four steps' timings) into ``peer_results``; ``peers_pg`` counts and reads those rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+from procrastinate import App, PsycopgConnector
+
+QUEUE_NAME = "peer_bench"
+
+SIDE_TABLES = """
+CREATE TABLE IF NOT EXISTS peer_join (
+    task integer PRIMARY KEY,
+    arrived integer NOT NULL,
+    timings jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peer_results (
+    task integer PRIMARY KEY,
+    timings jsonb NOT NULL
+);
+"""
+
+JOIN_SQL = """
+INSERT INTO peer_join (task, arrived, timings) VALUES (%(task)s, 1, %(timings)s)
+ON CONFLICT (task) DO UPDATE
+    SET arrived = peer_join.arrived + 1, timings = peer_join.timings || EXCLUDED.timings
+RETURNING arrived, timings
+"""
+
+RESULT_SQL = "INSERT INTO peer_results (task, timings) VALUES (%(task)s, %(timings)s)"
+
+
+# The database and the pool size come from the environment: the tasks are registered on this app
+# at import time. A worker's pool holds one connection per concurrent job plus the LISTEN one.
+_POOL_SIZE = int(os.environ.get("PEER_BENCH_POOL", "4"))
+app = App(
+    connector=PsycopgConnector(
+        conninfo=os.environ.get("PEER_BENCH_DB", ""), min_size=_POOL_SIZE, max_size=_POOL_SIZE
+    )
+)
+
+
+def _timed() -> list[float]:
+    t0 = time.time()
+    return [t0, time.time()]
+
+
+@app.task(name="chain_a", queue=QUEUE_NAME)
+async def chain_a(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "a": _timed()}
+    await chain_b.defer_async(task=task, timings=timings)
+
+
+@app.task(name="chain_b", queue=QUEUE_NAME)
+async def chain_b(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "b": _timed()}
+    await chain_c.defer_async(task=task, timings=timings)
+
+
+@app.task(name="chain_c", queue=QUEUE_NAME)
+async def chain_c(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "c": _timed()}
+    await chain_d.defer_async(task=task, timings=timings)
+
+
+@app.task(name="chain_d", queue=QUEUE_NAME)
+async def chain_d(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "d": _timed()}
+    await app.connector.execute_query_async(RESULT_SQL, task=task, timings=timings)
+
+
+@app.task(name="diamond_a", queue=QUEUE_NAME)
+async def diamond_a(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "a": _timed()}
+    await diamond_b.defer_async(task=task, timings=timings)
+    await diamond_c.defer_async(task=task, timings=timings)
+
+
+async def _join(task: int, timings: dict[str, Any]) -> None:
+    row = await app.connector.execute_query_one_async(JOIN_SQL, task=task, timings=timings)
+    if row["arrived"] == 2:
+        await diamond_d.defer_async(task=task, timings=row["timings"])
+
+
+@app.task(name="diamond_b", queue=QUEUE_NAME)
+async def diamond_b(task: int, timings: dict[str, Any]) -> None:
+    await _join(task, {**timings, "b": _timed()})
+
+
+@app.task(name="diamond_c", queue=QUEUE_NAME)
+async def diamond_c(task: int, timings: dict[str, Any]) -> None:
+    await _join(task, {**timings, "c": _timed()})
+
+
+@app.task(name="diamond_d", queue=QUEUE_NAME)
+async def diamond_d(task: int, timings: dict[str, Any]) -> None:
+    timings = {**timings, "d": _timed()}
+    await app.connector.execute_query_async(RESULT_SQL, task=task, timings=timings)
+
+
+FIRST_STEP = {"chain": chain_a, "diamond": diamond_a}
+
+
+async def enqueue(args: argparse.Namespace) -> None:
+    """Apply procrastinate's schema and the side tables, then defer every task's first step."""
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        await app.connector.execute_query_async(SIDE_TABLES)
+        first = FIRST_STEP[args.shape]
+        batch = 100
+        for start in range(0, args.tasks, batch):
+            await first.batch_defer_async(
+                *({"task": task, "timings": {}} for task in range(start, min(args.tasks, start + batch)))
+            )
+    print("enqueued", flush=True)
+
+
+async def worker(args: argparse.Namespace) -> None:
+    """Open the pool, wait for the go file, then run one worker until terminated."""
+    async with app.open_async():
+        print("ready", flush=True)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(args.go_file):
+            if time.monotonic() > deadline:
+                sys.exit("no go signal")
+            await asyncio.sleep(0.005)
+        await app.run_worker_async(
+            queues=[QUEUE_NAME],
+            concurrency=args.concurrency,
+            wait=True,
+            listen_notify=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_enq = sub.add_parser("enqueue")
+    p_enq.add_argument("--shape", choices=sorted(FIRST_STEP), required=True)
+    p_enq.add_argument("--tasks", type=int, required=True)
+    p_work = sub.add_parser("worker")
+    p_work.add_argument("--concurrency", type=int, required=True)
+    p_work.add_argument("--go-file", required=True)
+    args = parser.parse_args()
+    if args.command == "enqueue":
+        asyncio.run(enqueue(args))
+    else:
+        asyncio.run(worker(args))
+
+
+if __name__ == "__main__":
+    main()

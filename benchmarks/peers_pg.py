@@ -1,0 +1,541 @@
+"""The peers teamflow is measured against on PostgreSQL (issue 4), and the commit ceilings.
+
+``run_peers(n_tasks, pg_dsn)`` runs, one system at a time, for each peer (DBOS Transact and
+Procrastinate), each shape and each worker count (1 and 2 worker *processes*):
+
+1. a fresh database (``bench_dbos`` / ``bench_procrastinate``, dropped again afterwards) on the
+   server of ``pg_dsn``; the peer's own schema applied to it by the peer itself;
+2. ``n_tasks`` tasks enqueued up front by a separate process (not timed);
+3. the worker processes started; each one connects and loads the peer, prints ``ready`` and
+   waits for a go file, so the workers start dequeuing together;
+4. the workers drain the queue; the parent polls until every task's last step is recorded, then
+   kills the workers (``try/finally``: no worker outlives the run, even on an error).
+
+Shapes (all steps are no-ops): ``chain`` = a -> b -> c -> d; ``diamond`` = a, then b and c in
+parallel, then d (d waits for both). How each peer expresses them is told in
+``peer_apps/dbos_app.py`` and ``peer_apps/procrastinate_app.py``; in both, each step's result is
+durably recorded by the system itself (DBOS: its step checkpoint; Procrastinate: the arguments
+of the job the step defers, and for the final step a row in a result table).
+
+Timing. Every step records ``time.time()`` when its body starts and when it ends, and that pair
+*is* the step's result, so it is read back from what the system stored (DBOS:
+``dbos.operation_outputs``; Procrastinate: the timings carried from job to job into
+``peer_results``). Workers and parent share one machine, hence one clock.
+
+* ``seconds``: from the earliest step start to the latest step end over all tasks. Worker
+  start-up (imports, pools, the peer's launch) and the enqueueing are excluded; so is the durable
+  write of the very last step's result, which lands a few ms after the window closes.
+* ``tasks_per_s`` = tasks / seconds, ``steps_per_s`` = 4 x tasks / seconds.
+* Step latency = step end - the moment the step became ready, where ready is the end of its
+  predecessor (chain b, c, d: the previous step; diamond b and c: a; diamond d: the later of b
+  and c). It therefore includes the durable recording of the predecessor's result, the
+  hand-off to the next step (for Procrastinate, its wait in the FIFO queue behind earlier jobs)
+  and the step itself. The first step of each task is left out: with every task enqueued up
+  front, its "ready" time is the enqueue, and its wait is the backlog (it grows with N to the
+  whole run), a throughput figure rather than a latency one. ``p50_step_ms``/``p99_step_ms``
+  are nearest-rank percentiles over the 3 x N remaining steps (``step_latencies_ms``).
+
+Settings given to each peer (its best on this 2-core machine in our tries, kept fixed here):
+``DBOS_SETTINGS`` and ``PROCRASTINATE_SETTINGS`` below.
+
+``ceilings(pg_dsn, seconds)``: single-row ``INSERT`` + ``COMMIT`` per second from one
+connection, measured with ``pgbench`` (``-n -c 1 -T seconds`` on a one-line custom script) and
+with the same loop in Python psycopg2 (autocommit off, ``commit()`` after each insert).
+
+    python benchmarks/peers_pg.py --tasks 500 [--dsn postgresql://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+SHAPES = ("chain", "diamond")
+WORKER_COUNTS = (1, 2)
+SYSTEMS = ("dbos", "procrastinate")
+STEPS_PER_TASK = 4
+PEER_APPS = Path(__file__).resolve().parent / "peer_apps"
+
+# Predecessors of each step; a step without an entry is a task's first step.
+PREDECESSORS: dict[str, dict[str, tuple[str, ...]]] = {
+    "chain": {"b": ("a",), "c": ("b",), "d": ("c",)},
+    "diamond": {"b": ("a",), "c": ("a",), "d": ("b", "c")},
+}
+
+# DBOS: a queue with a per-process limit, so two workers share the backlog (with no limit the
+# first worker to poll claims all of it); as many executor threads as that limit, since sync
+# workflows each hold a thread; the queue's polling interval, which bounds how fast freed slots
+# are refilled (DBOS dequeues by polling; 1 s by default).
+DBOS_SETTINGS = {"worker_concurrency": 24, "threads": 24, "polling_interval_sec": 0.05}
+# Procrastinate: jobs run concurrently per worker process (an asyncio worker; the pool holds one
+# connection per job plus spare ones for LISTEN and housekeeping).
+PROCRASTINATE_SETTINGS = {"concurrency": 16}
+
+START_TIMEOUT_S = 90.0
+POLL_S = 0.05
+
+
+def _now() -> float:
+    return time.time()
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 when it is empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def step_latencies_ms(shape: str, timings: dict[Any, dict[str, tuple[float, float]]]) -> list[float]:
+    """Latency of every non-first step: its end minus the latest end among its predecessors."""
+    out: list[float] = []
+    for steps in timings.values():
+        for step, preds in PREDECESSORS[shape].items():
+            ready = max(steps[p][1] for p in preds)
+            out.append((steps[step][1] - ready) * 1000.0)
+    return out
+
+
+def summarize(
+    system: str, shape: str, workers: int, n_tasks: int, timings: dict[Any, dict[str, tuple[float, float]]]
+) -> dict[str, Any]:
+    """One result row from every task's step timings (all tasks must be complete)."""
+    if len(timings) != n_tasks:
+        raise RuntimeError(f"{len(timings)} of {n_tasks} tasks have a full set of step results")
+    starts = [t0 for steps in timings.values() for t0, _ in steps.values()]
+    ends = [t1 for steps in timings.values() for _, t1 in steps.values()]
+    seconds = max(ends) - min(starts)
+    lat = sorted(step_latencies_ms(shape, timings))
+    return {
+        "system": system,
+        "shape": shape,
+        "workers": workers,
+        "tasks": n_tasks,
+        "seconds": round(seconds, 3),
+        "tasks_per_s": round(n_tasks / seconds, 1),
+        "steps_per_s": round(STEPS_PER_TASK * n_tasks / seconds, 1),
+        "p50_step_ms": round(percentile(lat, 0.50), 2),
+        "p99_step_ms": round(percentile(lat, 0.99), 2),
+        "error": None,
+    }
+
+
+def _error_row(system: str, shape: str, workers: int, n_tasks: int, error: str) -> dict[str, Any]:
+    return {
+        "system": system,
+        "shape": shape,
+        "workers": workers,
+        "tasks": n_tasks,
+        "seconds": None,
+        "tasks_per_s": None,
+        "steps_per_s": None,
+        "p50_step_ms": None,
+        "p99_step_ms": None,
+        "error": error,
+    }
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def _admin(dsn: str, *statements: str) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _drop_database(dsn: str, dbname: str) -> None:
+    _admin(
+        dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()",
+        f'DROP DATABASE IF EXISTS "{dbname}"',
+    )
+
+
+@contextlib.contextmanager
+def _fresh_database(dsn: str, dbname: str) -> Iterator[str]:
+    """A new empty database on the server of ``dsn``, dropped on exit; yields its DSN."""
+    _drop_database(dsn, dbname)
+    _admin(dsn, f'CREATE DATABASE "{dbname}"')
+    try:
+        yield _with_dbname(dsn, dbname)
+    finally:
+        _drop_database(dsn, dbname)
+
+
+def _query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+        conn.rollback()
+        return rows
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _app_command(module: str, *args: str) -> list[str]:
+    """Run a peer app by module name (not as __main__), from benchmarks/peer_apps."""
+    code = f"import sys; sys.path.insert(0, {str(PEER_APPS)!r}); import {module}; {module}.main()"
+    return [sys.executable, "-c", code, *args]
+
+
+def _tail(path: Path, limit: int = 800) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:].strip()
+
+
+class _Workers:
+    """Worker subprocesses with their output in files; every one is killed by ``stop``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, command: list[str], env: dict[str, str], name: str) -> None:
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.procs.append((proc, log))
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for _, log in self.procs:
+            while "ready" not in _tail(log, 1_000_000).splitlines():
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker not ready after {timeout:.0f} s: {_tail(log)}")
+                time.sleep(0.02)
+
+    def check_alive(self) -> None:
+        for proc, log in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with code {proc.returncode}: {_tail(log)}")
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5.0)
+        self.procs.clear()
+
+
+def _run_setup(command: list[str], env: dict[str, str], timeout: float) -> None:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0 or "enqueued" not in done.stdout:
+        raise RuntimeError(f"enqueue failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
+
+
+def _drain_timeout(n_tasks: int) -> float:
+    # Generous: 20 steps/s would already be 25x below the slowest figure seen here.
+    return 60.0 + STEPS_PER_TASK * n_tasks / 20.0
+
+
+# --------------------------------------------------------------------------- one run
+
+
+class _Peer:
+    system = ""
+    dbname = ""
+    db = ""  # the fresh database of the current run
+
+    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
+        raise NotImplementedError
+
+    def worker_command(self, index: int, go_file: Path) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, db: str) -> dict[str, str]:
+        return dict(os.environ)
+
+    def progress(self, db: str) -> tuple[int, int]:
+        """(tasks whose final step is recorded, tasks or jobs that failed)."""
+        raise NotImplementedError
+
+    def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
+        raise NotImplementedError
+
+
+class _Dbos(_Peer):
+    system = "dbos"
+    dbname = "bench_dbos"
+
+    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
+        return _app_command(
+            "dbos_app", "enqueue", "--db", self.db, "--shape", shape, "--tasks", str(n_tasks),
+            "--worker-concurrency", str(DBOS_SETTINGS["worker_concurrency"]),
+            "--polling-interval", str(DBOS_SETTINGS["polling_interval_sec"]),
+        )  # fmt: skip
+
+    def worker_command(self, index: int, go_file: Path) -> list[str]:
+        return _app_command(
+            "dbos_app", "worker", "--db", self.db, "--executor-id", f"peer-worker-{index}",
+            "--go-file", str(go_file), "--threads", str(DBOS_SETTINGS["threads"]),
+        )  # fmt: skip
+
+    def progress(self, db: str) -> tuple[int, int]:
+        row = _query(
+            db,
+            "SELECT count(*) FILTER (WHERE status = 'SUCCESS'),"
+            " count(*) FILTER (WHERE status NOT IN ('SUCCESS', 'ENQUEUED', 'PENDING'))"
+            " FROM dbos.workflow_status WHERE queue_name = 'peer_bench'",
+        )[0]
+        return int(row[0]), int(row[1])
+
+    def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
+        rows = _query(
+            db,
+            "SELECT o.workflow_uuid, o.function_name, o.output, o.serialization"
+            " FROM dbos.operation_outputs o JOIN dbos.workflow_status s USING (workflow_uuid)"
+            " WHERE s.queue_name = 'peer_bench' AND s.status = 'SUCCESS'",
+        )
+        out: dict[Any, dict[str, tuple[float, float]]] = {}
+        for wf, name, output, serialization in rows:
+            step = name.rsplit("_", 1)[-1]  # chain_a -> a
+            out.setdefault(wf, {})[step] = _decode_dbos(output, serialization)
+        return {wf: steps for wf, steps in out.items() if len(steps) == STEPS_PER_TASK}
+
+
+def _decode_dbos(output: str, serialization: str | None) -> tuple[float, float]:
+    """A step result as DBOS stored it: base64 pickle by default (written by our own worker)."""
+    if serialization in (None, "py_pickle"):
+        value = pickle.loads(base64.b64decode(output))
+    else:
+        value = json.loads(output)
+    return float(value[0]), float(value[1])
+
+
+class _Procrastinate(_Peer):
+    system = "procrastinate"
+    dbname = "bench_procrastinate"
+
+    def env(self, db: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PEER_BENCH_DB": db,
+            "PEER_BENCH_POOL": str(PROCRASTINATE_SETTINGS["concurrency"] + 4),
+        }
+
+    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
+        return _app_command("procrastinate_app", "enqueue", "--shape", shape, "--tasks", str(n_tasks))
+
+    def worker_command(self, index: int, go_file: Path) -> list[str]:
+        return _app_command(
+            "procrastinate_app", "worker", "--concurrency", str(PROCRASTINATE_SETTINGS["concurrency"]),
+            "--go-file", str(go_file),
+        )  # fmt: skip
+
+    def progress(self, db: str) -> tuple[int, int]:
+        done = _query(db, "SELECT count(*) FROM peer_results")[0][0]
+        failed = _query(db, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('failed', 'aborted')")[0][0]
+        return int(done), int(failed)
+
+    def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
+        rows = _query(db, "SELECT task, timings FROM peer_results")
+        return {task: {step: (float(t[0]), float(t[1])) for step, t in steps.items()} for task, steps in rows}
+
+
+def _run_one(peer: _Peer, shape: str, workers: int, n_tasks: int, pg_dsn: str) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"peers-{peer.system}-"))
+    pool = _Workers(workdir)
+    try:
+        with _fresh_database(pg_dsn, peer.dbname) as db:
+            peer.db = db
+            env = peer.env(db)
+            _run_setup(peer.enqueue_command(shape, n_tasks, workers), env, timeout=START_TIMEOUT_S)
+            go_file = workdir / "go"
+            for index in range(workers):
+                pool.start(peer.worker_command(index, go_file), env, f"worker-{index}")
+            pool.wait_ready(START_TIMEOUT_S)
+            go_file.touch()
+            deadline = time.monotonic() + _drain_timeout(n_tasks)
+            while True:
+                done, failed = peer.progress(db)
+                if failed:
+                    raise RuntimeError(f"{failed} tasks or jobs failed")
+                if done >= n_tasks:
+                    break
+                pool.check_alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"timed out with {done} of {n_tasks} tasks done")
+                time.sleep(POLL_S)
+            pool.stop()
+            return summarize(peer.system, shape, workers, n_tasks, peer.timings(db, shape))
+    finally:
+        pool.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _installed(module: str) -> str | None:
+    """None when the peer's package imports in this interpreter, else why not."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode == 0:
+        return None
+    return f"{module} cannot be imported: {done.stderr.strip().splitlines()[-1:]}"
+
+
+def run_peers(n_tasks: int = 500, pg_dsn: str = DEFAULT_DSN) -> list[dict[str, Any]]:
+    """Rows for each peer x shape x worker count; a peer that cannot run gets rows with ``error``."""
+    rows: list[dict[str, Any]] = []
+    for peer, module in ((_Dbos(), "dbos"), (_Procrastinate(), "procrastinate")):
+        missing = _installed(module)
+        for shape in SHAPES:
+            for workers in WORKER_COUNTS:
+                if missing:
+                    rows.append(_error_row(peer.system, shape, workers, n_tasks, missing))
+                    continue
+                try:
+                    rows.append(_run_one(peer, shape, workers, n_tasks, pg_dsn))
+                except Exception as exc:
+                    rows.append(_error_row(peer.system, shape, workers, n_tasks, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+# --------------------------------------------------------------------------- ceilings
+
+
+def _pgbench() -> str | None:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)
+    return str(candidates[0]) if candidates else None
+
+
+def _pgbench_commits_per_s(pg_dsn: str, seconds: float) -> float:
+    binary = _pgbench()
+    if binary is None:
+        raise RuntimeError("pgbench not found (Debian: postgresql-client / postgresql-contrib)")
+    with tempfile.TemporaryDirectory(prefix="pgbench-") as tmp:
+        script = Path(tmp) / "insert.sql"
+        script.write_text("INSERT INTO bench_ceiling(v) VALUES (1);\n")
+        done = subprocess.run(
+            [binary, "-n", "-c", "1", "-T", str(max(1, round(seconds))), "-f", str(script), pg_dsn],
+            capture_output=True, text=True, timeout=seconds + 60, check=False,
+        )  # fmt: skip
+    match = re.search(r"tps = ([0-9.]+)", done.stdout)
+    if done.returncode != 0 or not match:
+        raise RuntimeError(f"pgbench failed ({done.returncode}): {(done.stdout + done.stderr)[-500:]}")
+    return float(match.group(1))
+
+
+def _psycopg2_commits_per_s(pg_dsn: str, seconds: float) -> float:
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        conn.autocommit = False
+        commits = 0
+        with conn.cursor() as cur:
+            start = time.perf_counter()
+            end = start + seconds
+            while True:
+                cur.execute("INSERT INTO bench_ceiling(v) VALUES (1)")
+                conn.commit()
+                commits += 1
+                if commits % 64 == 0 and time.perf_counter() >= end:
+                    break
+            elapsed = time.perf_counter() - start
+        return commits / elapsed
+    finally:
+        conn.close()
+
+
+def ceilings(pg_dsn: str = DEFAULT_DSN, seconds: float = 5.0) -> dict[str, Any]:
+    """Single-row INSERT + COMMIT per second from one connection: pgbench, then psycopg2."""
+    _admin(pg_dsn, "DROP TABLE IF EXISTS bench_ceiling", "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, v integer)")
+    try:
+        result: dict[str, Any] = {}
+        try:
+            result["pgbench_commits_per_s"] = round(_pgbench_commits_per_s(pg_dsn, seconds), 1)
+        except Exception as exc:
+            result["pgbench_commits_per_s"] = None
+            result["pgbench_error"] = f"{type(exc).__name__}: {exc}"
+        result["psycopg2_commits_per_s"] = round(_psycopg2_commits_per_s(pg_dsn, seconds), 1)
+        return result
+    finally:
+        _admin(pg_dsn, "DROP TABLE IF EXISTS bench_ceiling")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = ("system", "shape", "workers", "tasks", "seconds", "tasks/s", "steps/s", "p50 ms", "p99 ms", "error")
+    keys = ("system", "shape", "workers", "tasks", "seconds", "tasks_per_s", "steps_per_s",
+            "p50_step_ms", "p99_step_ms", "error")  # fmt: skip
+    body = [tuple("" if row[k] is None else str(row[k]) for k in keys) for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--ceiling-seconds", type=float, default=5.0)
+    parser.add_argument("--json", action="store_true", help="print the rows and ceilings as JSON instead")
+    args = parser.parse_args()
+    rows = run_peers(args.tasks, args.dsn)
+    limits = ceilings(args.dsn, args.ceiling_seconds)
+    if args.json:
+        print(json.dumps({"rows": rows, "ceilings": limits}, indent=2))
+        return
+    print(format_table(rows))
+    print()
+    for key, value in limits.items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
