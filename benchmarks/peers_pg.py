@@ -82,13 +82,16 @@ PREDECESSORS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # DBOS: a queue with a per-process limit, so two workers share the backlog (with no limit the
-# first worker to poll claims all of it); as many executor threads as that limit, since sync
-# workflows each hold a thread; the queue's polling interval, which bounds how fast freed slots
-# are refilled (DBOS dequeues by polling; 1 s by default).
-DBOS_SETTINGS = {"worker_concurrency": 24, "threads": 24, "polling_interval_sec": 0.05}
-# Procrastinate: jobs run concurrently per worker process (an asyncio worker; the pool holds one
-# connection per job plus spare ones for LISTEN and housekeeping).
-PROCRASTINATE_SETTINGS = {"concurrency": 16}
+# first worker to poll claims all of it); one executor thread per workflow that limit admits
+# (a sync workflow holds a thread while it runs); the queue's polling interval, which bounds how
+# fast freed slots are refilled (DBOS dequeues by polling, every 1 s by default). Tried on this
+# machine: limits 8, 16, 32 and intervals 0.01 to 0.2 s; 16 and 0.01 s gave the best steps/s
+# over 1 and 2 workers (8 has lower latency and about 10% less throughput, 32 the reverse).
+DBOS_SETTINGS = {"worker_concurrency": 16, "threads": 16, "polling_interval_sec": 0.01}
+# Procrastinate: jobs run concurrently per worker process (an asyncio worker; its pool holds one
+# connection per job plus spares for LISTEN and housekeeping). Tried 1 to 32: 2 to 6 are best
+# here (more only adds contention on the fetch), 4 is kept.
+PROCRASTINATE_SETTINGS = {"concurrency": 4}
 
 START_TIMEOUT_S = 90.0
 POLL_S = 0.05
@@ -175,12 +178,19 @@ def _admin(dsn: str, *statements: str) -> None:
 
 
 def _drop_database(dsn: str, dbname: str) -> None:
-    _admin(
-        dsn,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()",
-        f'DROP DATABASE IF EXISTS "{dbname}"',
-    )
+    for attempt in range(5):
+        try:
+            _admin(
+                dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()",
+                f'DROP DATABASE IF EXISTS "{dbname}"',
+            )
+            return
+        except psycopg2.OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
 
 
 @contextlib.contextmanager
@@ -296,8 +306,8 @@ class _Peer:
     def env(self, db: str) -> dict[str, str]:
         return dict(os.environ)
 
-    def progress(self, db: str) -> tuple[int, int]:
-        """(tasks whose final step is recorded, tasks or jobs that failed)."""
+    def progress(self, cur: Any) -> tuple[int, int]:
+        """(tasks whose final step is recorded, tasks or jobs that failed), read with ``cur``."""
         raise NotImplementedError
 
     def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
@@ -321,14 +331,14 @@ class _Dbos(_Peer):
             "--go-file", str(go_file), "--threads", str(DBOS_SETTINGS["threads"]),
         )  # fmt: skip
 
-    def progress(self, db: str) -> tuple[int, int]:
-        row = _query(
-            db,
+    def progress(self, cur: Any) -> tuple[int, int]:
+        cur.execute(
             "SELECT count(*) FILTER (WHERE status = 'SUCCESS'),"
             " count(*) FILTER (WHERE status NOT IN ('SUCCESS', 'ENQUEUED', 'PENDING'))"
-            " FROM dbos.workflow_status WHERE queue_name = 'peer_bench'",
-        )[0]
-        return int(row[0]), int(row[1])
+            " FROM dbos.workflow_status WHERE queue_name = 'peer_bench'"
+        )
+        done, failed = cur.fetchone()
+        return int(done), int(failed)
 
     def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
         rows = _query(
@@ -373,9 +383,12 @@ class _Procrastinate(_Peer):
             "--go-file", str(go_file),
         )  # fmt: skip
 
-    def progress(self, db: str) -> tuple[int, int]:
-        done = _query(db, "SELECT count(*) FROM peer_results")[0][0]
-        failed = _query(db, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('failed', 'aborted')")[0][0]
+    def progress(self, cur: Any) -> tuple[int, int]:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM peer_results),"
+            " (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('failed', 'aborted'))"
+        )
+        done, failed = cur.fetchone()
         return int(done), int(failed)
 
     def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
@@ -385,33 +398,45 @@ class _Procrastinate(_Peer):
 
 def _run_one(peer: _Peer, shape: str, workers: int, n_tasks: int, pg_dsn: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"peers-{peer.system}-"))
-    pool = _Workers(workdir)
     try:
         with _fresh_database(pg_dsn, peer.dbname) as db:
             peer.db = db
             env = peer.env(db)
             _run_setup(peer.enqueue_command(shape, n_tasks, workers), env, timeout=START_TIMEOUT_S)
-            go_file = workdir / "go"
-            for index in range(workers):
-                pool.start(peer.worker_command(index, go_file), env, f"worker-{index}")
-            pool.wait_ready(START_TIMEOUT_S)
-            go_file.touch()
-            deadline = time.monotonic() + _drain_timeout(n_tasks)
+            pool = _Workers(workdir)
+            try:
+                go_file = workdir / "go"
+                for index in range(workers):
+                    pool.start(peer.worker_command(index, go_file), env, f"worker-{index}")
+                pool.wait_ready(START_TIMEOUT_S)
+                go_file.touch()
+                _wait_drained(peer, db, pool, n_tasks)
+            finally:
+                pool.stop()  # before the database is dropped under them
+            return summarize(peer.system, shape, workers, n_tasks, peer.timings(db, shape))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_drained(peer: _Peer, db: str, pool: _Workers, n_tasks: int) -> None:
+    """Poll (one connection, autocommit) until every task's final step is recorded."""
+    deadline = time.monotonic() + _drain_timeout(n_tasks)
+    conn = psycopg2.connect(db)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
             while True:
-                done, failed = peer.progress(db)
+                done, failed = peer.progress(cur)
                 if failed:
                     raise RuntimeError(f"{failed} tasks or jobs failed")
                 if done >= n_tasks:
-                    break
+                    return
                 pool.check_alive()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"timed out with {done} of {n_tasks} tasks done")
                 time.sleep(POLL_S)
-            pool.stop()
-            return summarize(peer.system, shape, workers, n_tasks, peer.timings(db, shape))
     finally:
-        pool.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        conn.close()
 
 
 def _installed(module: str) -> str | None:

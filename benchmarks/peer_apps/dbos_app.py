@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 import time
 
 from dbos import DBOS, DBOSConfig
@@ -110,7 +111,7 @@ def _config(db: str, executor_id: str, threads: int) -> DBOSConfig:
         "system_database_url": db,
         "executor_id": executor_id,
         "max_executor_threads": threads,
-        "sys_db_pool_size": max(5, threads + 4),
+        "sys_db_pool_size": threads + 2,
         "log_level": "WARNING",
         "console_log_level": "WARNING",
         "enable_otlp": False,
@@ -155,6 +156,18 @@ def worker(args: argparse.Namespace) -> None:
         DBOS.destroy()
 
 
+def _exit_with_parent() -> None:
+    """Exit as soon as the process that started this one is gone (no orphaned workers)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +183,7 @@ def main() -> None:
     p_work.add_argument("--go-file", required=True)
     p_work.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
+    _exit_with_parent()
     if args.command == "enqueue":
         enqueue(args)
     else:

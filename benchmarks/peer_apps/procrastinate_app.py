@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -156,6 +157,18 @@ async def worker(args: argparse.Namespace) -> None:
         )
 
 
+def _exit_with_parent() -> None:
+    """Exit as soon as the process that started this one is gone (no orphaned workers)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +179,7 @@ def main() -> None:
     p_work.add_argument("--concurrency", type=int, required=True)
     p_work.add_argument("--go-file", required=True)
     args = parser.parse_args()
+    _exit_with_parent()
     if args.command == "enqueue":
         asyncio.run(enqueue(args))
     else:

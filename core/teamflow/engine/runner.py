@@ -181,6 +181,8 @@ class Runner:
 
     def _step_thread(self) -> None:
         while True:
+            if self.worker_mode and not self._queue:
+                self.wake()  # a thread ran out of work: claim more now, not at the next poll
             with self._lock:
                 while not self._queue and not self._stop:
                     self._idle += 1
