@@ -23,7 +23,7 @@ import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.errors import StoreError
-from teamflow.store import schema
+from teamflow.store import pgsql, schema
 
 TERMINAL = ("completed", "failed", "cancelled")
 CHANNEL = "teamflow"
@@ -190,9 +190,16 @@ class Store:
         return cur
 
     def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows: one multi-row statement on PostgreSQL (``execute_values``)."""
         cur = self._cursor()
         try:
-            cur.executemany(self.sql(text), rows)
+            if self.dialect == "postgres":
+                from psycopg2.extras import execute_values
+
+                head, _, values = self.sql(text).partition(" VALUES ")
+                execute_values(cur, f"{head} VALUES %s", rows, template=values, page_size=500)
+            else:
+                cur.executemany(self.sql(text), rows)
         except self._lost as exc:
             raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
 
@@ -557,7 +564,9 @@ class Store:
         if task_ids is not None:
             where += f" AND task_id IN ({self.placeholders(len(task_ids))})"
             params.extend(task_ids)
-        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        if self.dialect == "postgres":
+            return self._claim_pg(worker, lease_s, limit, routes, task_ids)
+        lock = ""
         with self.tx():
             rows = self.execute(
                 "UPDATE tf_step SET status = 'in_progress', attempts = attempts + 1, lease_owner = ?, "
@@ -574,6 +583,27 @@ class Store:
                     [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
                 )
         return claimed, started
+
+    def _claim_pg(
+        self, worker: str, lease_s: float, limit: int, routes: Sequence[str] | None, task_ids: Sequence[str] | None
+    ) -> tuple[list[Claimed], list[str]]:
+        where = ""
+        params: dict[str, Any] = {"owner": worker, "lease": lease_s, "limit": limit}
+        if routes is not None:
+            where += " AND route = ANY(%(routes)s)"
+            params["routes"] = list(routes)
+        if task_ids is not None:
+            where += " AND task_id = ANY(%(task_ids)s)"
+            params["task_ids"] = list(task_ids)
+        cur = self._cursor()
+        try:
+            cur.execute(pgsql.CLAIM.replace("{where}", where), params)
+            rows = cur.fetchall()
+        except self._lost as exc:
+            self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+        claimed = [Claimed(r[1], r[2], r[3], r[4]) for r in rows if r[0] == "claim"]
+        return claimed, [r[2] for r in rows if r[0] == "started"]
 
     def release(self, claims: Sequence[Claimed], worker: str, delay: float, reason: str) -> None:
         """Give steps back without counting the attempt (shutdown, or a version this worker cannot serve)."""
@@ -774,13 +804,61 @@ class Store:
     ) -> Applied:
         """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt."""
         applied = Applied()
+        if self.dialect == "postgres":
+            completions = [o for o in outcomes if o.kind == "complete"]
+            others = [o for o in outcomes if o.kind != "complete"]
+            if not others:  # the common case: one statement is one transaction
+                self._complete_pg(completions, worker, lease_s, claim_successors, applied)
+                return applied
+        else:
+            completions, others = [], list(outcomes)
         with self.tx():
-            for out in outcomes:
+            for out in others:
                 if self._apply_one(out, worker, lease_s, claim_successors, applied):
                     applied.accepted.append(out)
                 else:
                     applied.dropped.append(out)
+            if completions:
+                self._complete_pg(completions, worker, lease_s, claim_successors, applied)
         return applied
+
+    def _complete_pg(
+        self, outs: Sequence[Outcome], worker: str, lease_s: float, claim: bool, applied: Applied
+    ) -> None:
+        succ_ids, succ_names = [], []
+        for out in outs:
+            for name in out.successors:
+                succ_ids.append(out.claim.step_id)
+                succ_names.append(name)
+        params = {
+            "ids": [o.claim.step_id for o in outs],
+            "attempts": [o.claim.attempt for o in outs],
+            "results": [o.result for o in outs],
+            "succ_ids": succ_ids,
+            "succ_names": succ_names,
+            "owner": worker,
+            "lease": lease_s,
+            "claim": claim,
+        }
+        cur = self._cursor()
+        try:
+            cur.execute(pgsql.COMPLETE, params)
+            rows = cur.fetchall()
+        except self._lost as exc:
+            self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+        done = set()
+        for kind, step_id, task_id, name, attempt in rows:
+            if kind == "done":
+                done.add(step_id)
+            elif kind == "claim":
+                applied.claimed.append(Claimed(step_id, task_id, name, attempt))
+            elif kind == "finished":
+                applied.finished_tasks.append((task_id, "completed"))
+            elif kind == "woken":
+                applied.woken_parents.append(task_id)
+        for out in outs:
+            (applied.accepted if out.claim.step_id in done else applied.dropped).append(out)
 
     def _fence(self, assignments: str, out: Outcome, worker: str, params: Sequence[Any] = ()) -> bool:
         cur = self.execute(
