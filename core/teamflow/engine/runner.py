@@ -305,7 +305,7 @@ class Runner:
         with self._lock:
             cache = self._cache.get(claim.task_id)
         if cache is None:
-            row = self.store.task_rows([claim.task_id]).get(claim.task_id)
+            row = claim.task or self.store.task_rows([claim.task_id]).get(claim.task_id)
             if row is None:
                 return None
             entry = self.engine.registry.get(row.namespace, row.name, row.version)

@@ -9,6 +9,11 @@ logic statement by statement there, where statements are in-process calls.
 
 from __future__ import annotations
 
+import re
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
 NOW = "extract(epoch from clock_timestamp())"
 
 COMPLETE = f"""
@@ -98,6 +103,45 @@ history AS (
     UNION ALL
     SELECT id, NULL, 'pending', 'in_progress', NULL, NULL, NULL, {NOW} FROM started
 )
-SELECT 'claim', id, task_id, name, attempts FROM c
-UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int FROM started
+SELECT 'claim', c.id, c.task_id, c.name, c.attempts, t.namespace, t.name, t.version, t.fingerprint, t.context,
+       t.parent_id, t.parent_step
+FROM c JOIN tf_task t ON t.id = c.task_id
+UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM started
 """
+
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+class Prepared:
+    """A statement PREPAREd once per connection, so PostgreSQL plans it once, not per call."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.order: list[str] = []
+        for param in _PARAM.findall(text):
+            if param not in self.order:
+                self.order.append(param)
+        self.text = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", text)
+        self.call = f"EXECUTE {name} ({', '.join(['%s'] * len(self.order))})"
+        self._ready: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+    def execute(self, conn: Any, cur: Any, params: Mapping[str, Any]) -> None:
+        if conn not in self._ready:
+            cur.execute(f"PREPARE {self.name} AS {self.text}")
+            self._ready[conn] = True
+        cur.execute(self.call, [params[name] for name in self.order])
+
+
+COMPLETE_STMT = Prepared("tf_complete", COMPLETE)
+CLAIM_STMTS = {
+    (routes, tasks): Prepared(
+        f"tf_claim_{int(routes)}{int(tasks)}",
+        CLAIM.replace(
+            "{where}",
+            (" AND route = ANY(%(routes)s)" if routes else "") + (" AND task_id = ANY(%(task_ids)s)" if tasks else ""),
+        ),
+    )
+    for routes in (False, True)
+    for tasks in (False, True)
+}

@@ -31,16 +31,6 @@ DONE_STEP = ("completed", "resolved")
 
 
 @attrs.define(slots=True)
-class Claimed:
-    """A step this worker now holds a lease on."""
-
-    step_id: int
-    task_id: str
-    name: str
-    attempt: int
-
-
-@attrs.define(slots=True)
 class TaskRow:
     id: str
     namespace: str
@@ -51,6 +41,17 @@ class TaskRow:
     status: str
     parent_id: str | None
     parent_step: str | None
+
+
+@attrs.define(slots=True)
+class Claimed:
+    """A step this worker now holds a lease on."""
+
+    step_id: int
+    task_id: str
+    name: str
+    attempt: int
+    task: TaskRow | None = attrs.field(default=None, eq=False, repr=False)  # when the claim read it too
 
 
 @attrs.define(slots=True)
@@ -587,22 +588,25 @@ class Store:
     def _claim_pg(
         self, worker: str, lease_s: float, limit: int, routes: Sequence[str] | None, task_ids: Sequence[str] | None
     ) -> tuple[list[Claimed], list[str]]:
-        where = ""
         params: dict[str, Any] = {"owner": worker, "lease": lease_s, "limit": limit}
         if routes is not None:
-            where += " AND route = ANY(%(routes)s)"
             params["routes"] = list(routes)
         if task_ids is not None:
-            where += " AND task_id = ANY(%(task_ids)s)"
             params["task_ids"] = list(task_ids)
+        statement = pgsql.CLAIM_STMTS[(routes is not None, task_ids is not None)]
         cur = self._cursor()
         try:
-            cur.execute(pgsql.CLAIM.replace("{where}", where), params)
+            statement.execute(self.db.connection(), cur, params)
             rows = cur.fetchall()
         except self._lost as exc:
             self.reset()
             raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
-        claimed = [Claimed(r[1], r[2], r[3], r[4]) for r in rows if r[0] == "claim"]
+        claimed = [
+            Claimed(r[1], r[2], r[3], r[4], TaskRow(r[2], r[5], r[6], r[7], r[8], json.loads(r[9]), "in_progress",
+                                                     r[10], r[11]))
+            for r in rows
+            if r[0] == "claim"
+        ]
         return claimed, [r[2] for r in rows if r[0] == "started"]
 
     def release(self, claims: Sequence[Claimed], worker: str, delay: float, reason: str) -> None:
@@ -842,7 +846,7 @@ class Store:
         }
         cur = self._cursor()
         try:
-            cur.execute(pgsql.COMPLETE, params)
+            pgsql.COMPLETE_STMT.execute(self.db.connection(), cur, params)
             rows = cur.fetchall()
         except self._lost as exc:
             self.reset()
