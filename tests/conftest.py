@@ -46,16 +46,22 @@ def _pg_problem() -> str | None:
 def pg_schema_url() -> Iterator[str]:
     import psycopg2
 
+    def run(sql: str) -> None:
+        # a fresh connection each time: a test may have restarted the server meanwhile
+        conn = psycopg2.connect(PG_URL)
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    run(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"  # type: ignore[operator]
     try:
         yield f"{PG_URL}{sep}schema={schema}"
     finally:
-        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
-        conn.close()
+        run(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

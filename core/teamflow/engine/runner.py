@@ -259,8 +259,12 @@ class Runner:
             try:
                 applied = self.store.apply(batch, self.worker_id, self.engine.lease_s, claim_successors=True)
             except StoreError as exc:
-                logger.error("runner {}: could not record {} outcome(s): {}; their leases will expire and "
-                             "another attempt will run", self.worker_id, len(batch), exc)
+                # Keep them: housekeeping commits them again once the database answers (each
+                # update is fenced by lease owner and attempt, so a late commit is safe).
+                logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id,
+                             len(batch), exc)
+                with self._lock:
+                    self._outbox[:0] = batch
                 return None
             mine = next((c for c in applied.claimed if c.task_id == keep), None) if keep else None
             self._after(applied, keep=mine)
@@ -405,9 +409,12 @@ class Runner:
                 if now >= next_renew:
                     next_renew = now + self.engine.lease_s / 3
                     with self._lock:
-                        busy = bool(self._running or self._queue)
-                    if busy:
-                        self.store.renew(self.worker_id, self.engine.lease_s)
+                        held = [r.claim.step_id for r in self._running.values() if not r.abandoned]
+                        held += [c.step_id for c in self._queue]
+                        held += [o.claim.step_id for o in self._outbox]
+                    self.store.renew(self.worker_id, self.engine.lease_s, held)
+                    if self._outbox:
+                        self._commit([])  # outcomes a failed commit left behind (database back?)
                 if self.worker_mode and now >= next_reap:
                     next_reap = now + max(0.5, self.engine.lease_s / 2)
                     self._reap()

@@ -627,11 +627,15 @@ class Store:
                     )
             self.notify()
 
-    def renew(self, worker: str, lease_s: float) -> int:
+    def renew(self, worker: str, lease_s: float, step_ids: Sequence[int]) -> int:
+        """Extend the leases of the steps this worker still holds (and only those)."""
+        if not step_ids:
+            return 0
         with self.tx():
             cur = self.execute(
-                "UPDATE tf_step SET lease_expires_at = {now} + ? WHERE lease_owner = ? AND status = 'in_progress'",
-                (lease_s, worker),
+                "UPDATE tf_step SET lease_expires_at = {now} + ? WHERE lease_owner = ? AND status = 'in_progress' "
+                f"AND id IN ({self.placeholders(len(step_ids))})",
+                (lease_s, worker, *step_ids),
             )
         return int(cur.rowcount or 0)
 
