@@ -279,7 +279,7 @@ def _drain(url: str, shape: str, n: int, workers: int, site: Path, tmp: Path) ->
     env = env_with(site, TEAMFLOW_DATABASE_URL=url, TEAMFLOW_POLL_INTERVAL_S="0.2")
     procs = [
         subprocess.Popen(
-            [PY, "-m", "teamflow.cli", "worker", "--concurrency", "8"],
+            [PY, "-m", "teamflow.cli", "worker", "--concurrency", "16"],
             env=env,
             cwd=tmp,
             stdout=subprocess.DEVNULL,

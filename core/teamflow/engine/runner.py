@@ -47,6 +47,17 @@ class _Running:
     abandoned: bool = False
 
 
+@attrs.define(slots=True, eq=False)
+class _Slot:
+    """Outcomes waiting to be committed, and the successor claim their thread gets back."""
+
+    outcomes: list[Outcome]
+    keep: str | None
+    claim: Claimed | None = None
+    done: bool = False
+    event: threading.Event = attrs.field(factory=threading.Event)
+
+
 @attrs.define(slots=True)
 class _TaskCache:
     row: TaskRow
@@ -98,7 +109,7 @@ class Runner:
         self._cache: dict[str, _TaskCache] = {}
         self._kick = worker_mode  # worker mode claims at once on start
         self._stop = False
-        self._outbox: list[Outcome] = []
+        self._outbox: list[_Slot] = []
         self._commit_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._keeper: threading.Thread | None = None
@@ -245,32 +256,68 @@ class Runner:
     # -- committing -------------------------------------------------------------------
 
     def _commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
-        """Combine outcomes into as few transactions as possible (group commit).
+        """Record outcomes with group commit; return a newly claimed step of task ``keep``.
 
-        Returns one newly claimed step of task ``keep``, for the caller to run itself.
+        Leader/followers: the thread that finds no commit in progress becomes the leader
+        and commits every outcome waiting at that moment in one transaction; the others
+        wait for their own slot to be marked done (and get their successor claim), so they
+        never queue behind each other. When the leader is done, the oldest waiting slot is
+        told to lead the next batch.
         """
+        slot = _Slot(outcomes, keep)
         with self._lock:
-            self._outbox.extend(outcomes)
-        with self._commit_lock:
-            with self._lock:
-                batch, self._outbox = self._outbox, []
-            if not batch:
-                return None  # another thread committed ours with its own
-            try:
-                applied = self.store.apply(batch, self.worker_id, self.engine.lease_s, claim_successors=True)
-            except StoreError as exc:
-                # Keep them: housekeeping commits them again once the database answers (each
-                # update is fenced by lease owner and attempt, so a late commit is safe).
-                logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id,
-                             len(batch), exc)
-                with self._lock:
-                    self._outbox[:0] = batch
-                return None
-            mine = next((c for c in applied.claimed if c.task_id == keep), None) if keep else None
-            self._after(applied, keep=mine)
-            return mine
+            self._outbox.append(slot)
+        while True:
+            if self._commit_lock.acquire(blocking=False):
+                try:
+                    self._lead()
+                finally:
+                    self._commit_lock.release()
+                    with self._lock:
+                        waiting = next((s for s in self._outbox if not s.done), None)
+                    if waiting is not None:
+                        waiting.event.set()  # you lead next
+            if slot.done:
+                return slot.claim
+            slot.event.wait(0.05)
+            slot.event.clear()
+            if slot.done:
+                return slot.claim
 
-    def _after(self, applied: Applied, keep: Claimed | None = None) -> None:
+    def _lead(self) -> None:
+        with self._lock:
+            slots, self._outbox = self._outbox, []
+        batch = [out for s in slots for out in s.outcomes]
+        if not batch:
+            for s in slots:
+                s.done = True
+                s.event.set()
+            return
+        try:
+            applied = self.store.apply(batch, self.worker_id, self.engine.lease_s, claim_successors=True)
+        except StoreError as exc:
+            # Keep them: housekeeping commits them again once the database answers (each
+            # update is fenced by lease owner and attempt, so a late commit is safe).
+            logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id, len(batch), exc)
+            retry = _Slot(batch, None)
+            with self._lock:
+                self._outbox.insert(0, retry)
+            for s in slots:
+                s.done = True
+                s.event.set()
+            return
+        claims = list(applied.claimed)
+        for s in slots:
+            if s.keep is not None:
+                s.claim = next((c for c in claims if c.task_id == s.keep), None)
+                if s.claim is not None:
+                    claims.remove(s.claim)
+        self._after(applied, keep={id(s.claim) for s in slots if s.claim is not None})
+        for s in slots:
+            s.done = True
+            s.event.set()
+
+    def _after(self, applied: Applied, keep: set[int] | None = None) -> None:
         for out in applied.dropped:
             logger.warning(
                 "step {} of task {} attempt {}: result dropped, the lease was lost to another worker",
@@ -288,7 +335,7 @@ class Runner:
             for parent in applied.woken_parents:
                 if parent in self._tracked or self.worker_mode:
                     timers.append((0.0, parent))
-            others = [c for c in applied.claimed if c is not keep]
+            others = [c for c in applied.claimed if id(c) not in (keep or ())]
             self._queue.extend(others)
             if others:
                 self._lock.notify(len(others))
@@ -411,7 +458,7 @@ class Runner:
                     with self._lock:
                         held = [r.claim.step_id for r in self._running.values() if not r.abandoned]
                         held += [c.step_id for c in self._queue]
-                        held += [o.claim.step_id for o in self._outbox]
+                        held += [o.claim.step_id for s in self._outbox for o in s.outcomes]
                     self.store.renew(self.worker_id, self.engine.lease_s, held)
                     if self._outbox:
                         self._commit([])  # outcomes a failed commit left behind (database back?)
