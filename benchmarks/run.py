@@ -7,6 +7,8 @@ Sections (default: all but the long peer comparison, which `peers` adds):
   sqlite   N tasks (4-step chain and diamond, no-op steps) through execute_sync in one
            process (FULL and NORMAL), and execute_async drained by 1 and 2 worker processes
   pg       the same drain on PostgreSQL (TEAMFLOW_BENCH_POSTGRES_URL, default local test db)
+           (workers run `--concurrency 32`, TEAMFLOW_BENCH_CONCURRENCY: no-op steps wait on
+           the database, not the CPU, so more steps in flight means bigger group commits)
   peers    DBOS and Procrastinate on the same PostgreSQL, plus commit ceilings
   http     POST /workflows/execute and GET /tasks/{id} under 50 concurrent clients
 
@@ -279,7 +281,7 @@ def _drain(url: str, shape: str, n: int, workers: int, site: Path, tmp: Path) ->
     env = env_with(site, TEAMFLOW_DATABASE_URL=url, TEAMFLOW_POLL_INTERVAL_S="0.2")
     procs = [
         subprocess.Popen(
-            [PY, "-m", "teamflow.cli", "worker", "--concurrency", "16"],
+            [PY, "-m", "teamflow.cli", "worker", "--concurrency", os.environ.get("TEAMFLOW_BENCH_CONCURRENCY", "32")],
             env=env,
             cwd=tmp,
             stdout=subprocess.DEVNULL,
