@@ -524,6 +524,17 @@ def test_metrics(client: httpx.Client) -> None:
     assert 'teamflow_load_problems{kind="conflict"} 0.0' in text
     assert 'teamflow_http_requests_total{method="POST",route="/workflows/execute",status="202"}' in text
     assert "teamflow_http_request_duration_seconds_bucket" in text
+    assert re.search(
+        r'teamflow_steps\{namespace="payments",status="completed",version="2\.1\.0",workflow="process_refund"\} [1-9]',
+        text,
+    ), text
+    step_hist = re.search(
+        r'teamflow_step_duration_seconds_count\{namespace="payments",version="2\.1\.0",workflow="process_refund"\} '
+        r"(\d+)",
+        text,
+    )
+    assert step_hist and int(step_hist.group(1)) >= 5, text
+    assert 'teamflow_step_duration_seconds_bucket{le="+Inf",namespace="payments"' in text
 
 
 @pytest.mark.slow

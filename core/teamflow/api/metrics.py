@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
     from teamflow.host import Host
+
+
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
 
 class HostCollector(Collector):
@@ -39,6 +42,28 @@ class HostCollector(Collector):
         for namespace, name, version, status, count in self.host.store.counts():
             tasks.add_metric([namespace, name, version, status], count)
         yield tasks
+
+        steps = GaugeMetricFamily(
+            "teamflow_steps",
+            "Steps in the store by workflow version and status",
+            labels=["namespace", "workflow", "version", "status"],
+        )
+        for namespace, name, version, status, count in self.host.store.step_counts():
+            steps.add_metric([namespace, name, version, status], count)
+        yield steps
+
+        durations = HistogramMetricFamily(
+            "teamflow_step_duration_seconds",
+            "Run time of completed steps (last attempt, from claim to completion) by workflow version",
+            labels=["namespace", "workflow", "version"],
+        )
+        for row in self.host.store.step_durations(STEP_BUCKETS):
+            namespace, name, version = row[:3]
+            cumulative = row[3 : 3 + len(STEP_BUCKETS)]
+            count, total = row[-2], row[-1]
+            bucket_pairs = [(repr(b), int(c or 0)) for b, c in zip(STEP_BUCKETS, cumulative, strict=True)]
+            durations.add_metric([namespace, name, version], [*bucket_pairs, ("+Inf", int(count))], float(total or 0))
+        yield durations
 
         unservable = GaugeMetricFamily(
             "teamflow_unservable_tasks",

@@ -805,6 +805,31 @@ class Store:
             ).fetchall()
         ]
 
+    def step_counts(self) -> list[tuple[str, str, str, str, int]]:
+        """(namespace, workflow, version, step status, count) over every stored step."""
+        return [
+            tuple(r)
+            for r in self.execute(
+                "SELECT t.namespace, t.name, t.version, s.status, COUNT(*) FROM tf_step s "
+                "JOIN tf_task t ON t.id = s.task_id GROUP BY t.namespace, t.name, t.version, s.status"
+            ).fetchall()
+        ]
+
+    def step_durations(self, buckets: Sequence[float]) -> list[tuple[Any, ...]]:
+        """Per workflow version: cumulative counts of completed steps' run times at or below
+        each bucket, then the count and the sum of all (a Prometheus histogram)."""
+        cases = ", ".join(
+            f"SUM(CASE WHEN s.finished_at - s.started_at <= {float(b)!r} THEN 1 ELSE 0 END)" for b in buckets
+        )
+        return [
+            tuple(r)
+            for r in self.execute(
+                f"SELECT t.namespace, t.name, t.version, {cases}, COUNT(*), SUM(s.finished_at - s.started_at) "
+                "FROM tf_step s JOIN tf_task t ON t.id = s.task_id WHERE s.status = 'completed' "
+                "AND s.started_at IS NOT NULL GROUP BY t.namespace, t.name, t.version"
+            ).fetchall()
+        ]
+
     # -- applying outcomes ------------------------------------------------------------
 
     def apply(
