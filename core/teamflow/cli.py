@@ -170,8 +170,8 @@ def _print_problems(host: Any) -> int:
 def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
     """List namespaces and their workflow versions."""
     host = _host(ctx)
-    if namespace is not None and namespace not in host.registry.namespaces:
-        host.registry.resolve(namespace, "_", None)  # raises NamespaceNotFound naming what exists
+    if namespace is not None:
+        host.registry.require_namespace(namespace)
     rows = views.workflows(host.registry, namespace)
     if as_json:
         _json(

@@ -393,10 +393,10 @@ class Registry:
             namespace, name, candidates, version, self._default_versions.get((namespace, name))
         )
 
-    def _require_workflow(self, namespace: str, name: str) -> None:
-        if (namespace, name) in self._versions:
-            return
-        if namespace not in self.namespaces:
+    def require_namespace(self, namespace: str) -> NamespaceEntry:
+        """The namespace, or NamespaceNotFound listing those that exist (or why it is blocked)."""
+        entry = self.namespaces.get(namespace)
+        if entry is None:
             known = ", ".join(sorted(self.namespaces)) or "none"
             why = self.blocked.get(namespace)
             raise NamespaceNotFound(
@@ -405,6 +405,12 @@ class Registry:
                 namespace=namespace,
                 namespaces=sorted(self.namespaces),
             )
+        return entry
+
+    def _require_workflow(self, namespace: str, name: str) -> None:
+        if (namespace, name) in self._versions:
+            return
+        self.require_namespace(namespace)
         names = self.workflow_names(namespace)
         raise WorkflowNotFound(
             f"{namespace}/{name} does not exist; workflows in {namespace}: {', '.join(names) or 'none'}",

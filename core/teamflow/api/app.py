@@ -196,12 +196,8 @@ def list_workflows(host: NamedDependency[Host]) -> RegistryView:
 
 
 def _namespace_view(host: Host, namespace: str) -> dict[str, Any]:
-    for ns in views.namespaces(host.registry):
-        if ns["name"] == namespace:
-            return ns
-    # Not loaded: the registry's own error lists the namespaces (or says why this one is blocked).
-    host.registry.versions(namespace, "")
-    raise AssertionError("unreachable: versions() raises for an unknown namespace")
+    host.registry.require_namespace(namespace)  # lists the namespaces (or says why it is blocked)
+    return next(ns for ns in views.namespaces(host.registry) if ns["name"] == namespace)
 
 
 @get(
