@@ -36,7 +36,7 @@ class Task(_Base):
     version = pw.CharField()
     fingerprint = pw.CharField()
     context = pw.TextField()
-    status = pw.CharField(index=True)
+    status = pw.CharField()
     steps_left = pw.IntegerField()
     parent_id = pw.CharField(null=True, max_length=36)
     parent_step = pw.CharField(null=True)
@@ -83,11 +83,9 @@ class WorkflowStep(_Base):
 
     class Meta:
         table_name = "tf_step"
-        indexes = (
-            (("task_id", "name"), True),
-            (("status", "next_attempt_at"), False),
-            (("status", "lease_expires_at"), False),
-        )
+        # The claim and reaper paths use partial indexes (see _v1): a step is in them only
+        # while it is ready or leased, so most status changes touch one index or none.
+        indexes = ((("task_id", "name"), True),)
 
 
 class Transition(_Base):
@@ -160,15 +158,13 @@ MODELS: tuple[type[pw.Model], ...] = (
 
 def _v1(db: pw.Database) -> None:
     db.create_tables(MODELS, safe=True)
-    if db.__class__.__name__.startswith("Postgres"):
-        # Claim path: only ready, pending steps, oldest due first.
-        db.execute_sql(
-            "CREATE INDEX IF NOT EXISTS tf_step_ready ON tf_step (next_attempt_at) "
-            "WHERE status = 'pending' AND deps_left = 0"
-        )
-        db.execute_sql(
-            "CREATE INDEX IF NOT EXISTS tf_step_leased ON tf_step (lease_expires_at) WHERE status = 'in_progress'"
-        )
+    # Claim path: only ready, pending steps, oldest due first. Reaper: leased steps.
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS tf_step_ready ON tf_step (next_attempt_at) WHERE status = 'pending' AND deps_left = 0"
+    )
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS tf_step_leased ON tf_step (lease_expires_at) WHERE status = 'in_progress'"
+    )
 
 
 MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _v1}
