@@ -306,9 +306,6 @@ class Store:
             f"{schema.SCHEMA_VERSION}: run `teamflow db upgrade`"
         )
 
-    def now(self) -> float:
-        return float(self.execute("SELECT {now}").fetchone()[0])
-
     # -- registry memory --------------------------------------------------------------
 
     def recorded_owners(self) -> dict[str, str]:
@@ -397,17 +394,6 @@ class Store:
             }
             for r in query
         ]
-
-    def published_keys(self) -> set[tuple[str, str, str, str]]:
-        return {
-            (r.namespace, r.name, r.version, r.fingerprint)
-            for r in schema.PublishedVersion.select(
-                schema.PublishedVersion.namespace,
-                schema.PublishedVersion.name,
-                schema.PublishedVersion.version,
-                schema.PublishedVersion.fingerprint,
-            )
-        }
 
     # -- approvals --------------------------------------------------------------------
 
