@@ -25,10 +25,10 @@ import argparse
 import asyncio
 import os
 import sys
-import threading
 import time
 
 from dbos import DBOS, DBOSConfig
+from lifeline import exit_with_parent
 
 APP_NAME = "teamflow-peer-bench"
 QUEUE_NAME = "peer_bench"
@@ -156,18 +156,6 @@ def worker(args: argparse.Namespace) -> None:
         DBOS.destroy()
 
 
-def _exit_with_parent() -> None:
-    """Exit as soon as the process that started this one is gone (no orphaned workers)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,7 +171,7 @@ def main() -> None:
     p_work.add_argument("--go-file", required=True)
     p_work.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
-    _exit_with_parent()
+    exit_with_parent()
     if args.command == "enqueue":
         enqueue(args)
     else:

@@ -32,10 +32,10 @@ import argparse
 import asyncio
 import os
 import sys
-import threading
 import time
 from typing import Any
 
+from lifeline import exit_with_parent
 from procrastinate import App, PsycopgConnector
 
 QUEUE_NAME = "peer_bench"
@@ -165,18 +165,6 @@ async def worker(args: argparse.Namespace) -> None:
         )
 
 
-def _exit_with_parent() -> None:
-    """Exit as soon as the process that started this one is gone (no orphaned workers)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,7 +176,7 @@ def main() -> None:
     p_work.add_argument("--go-file", required=True)
     p_work.add_argument("--polling-interval", type=float, default=5.0)
     args = parser.parse_args()
-    _exit_with_parent()
+    exit_with_parent()
     if args.command == "enqueue":
         asyncio.run(enqueue(args))
     else:
