@@ -504,7 +504,7 @@ def test_plugins_report(client: httpx.Client) -> None:
 def test_health(client: httpx.Client) -> None:
     assert client.get("/health/live").json()["status"] == "ok"
     ready = client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json() == {"status": "ok", "reasons": [], "schema_version": 1}
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "reasons": [], "schema_version": 2}
 
 
 @pytest.mark.slow

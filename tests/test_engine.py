@@ -312,6 +312,19 @@ def test_resolve_by_hand_satisfies_dependants(make_host) -> None:
     assert done.step("after").status == "completed"
 
 
+def test_a_step_resolved_ahead_of_its_dependency_still_lets_the_task_complete(make_host) -> None:
+    # "two" is resolved by hand while "one" has not run: when "one" completes it has no
+    # successor left to run, so its commit must find that the task is done.
+    host = make_host()
+    task_id = host.execute_async(req("slow", sleep=0.05))
+    host.resolve_step(task_id, "two", {"skipped": True}, actor="ops@example.test")
+    host.start_worker(concurrency=2)
+    done = host.wait(task_id, timeout=10)
+    assert done.status == "completed"
+    assert (done.step("one").status, done.step("two").status) == ("completed", "resolved")
+    assert done.step("two").result == {"skipped": True}
+
+
 # -- events -----------------------------------------------------------------------------------
 
 

@@ -49,13 +49,21 @@ class _Running:
 
 @attrs.define(slots=True, eq=False)
 class _Slot:
-    """Outcomes waiting to be committed, and the successor claim their thread gets back."""
+    """Work waiting to be committed (outcomes, or a new task), and what its thread gets back.
+
+    ``lock`` is held until a leader has committed the slot (``done``) or hands the slot's
+    thread the lead (``lead``): a bare lock is the cheapest way to park a thread.
+    """
 
     outcomes: list[Outcome]
     keep: str | None
+    create: tuple[dict[str, Any], Sequence[tuple[str, int, int, bool]]] | None = None
     claim: Claimed | None = None
+    created: list[Claimed] = attrs.field(factory=list)
+    error: StoreError | None = None
     done: bool = False
-    event: threading.Event = attrs.field(factory=threading.Event)
+    lead: bool = False
+    lock: Any = attrs.field(factory=threading.Lock)
 
 
 @attrs.define(slots=True)
@@ -109,8 +117,10 @@ class Runner:
         self._cache: dict[str, _TaskCache] = {}
         self._kick = worker_mode  # worker mode claims at once on start
         self._stop = False
+        self._outbox_lock = threading.Lock()  # guards the three below
         self._outbox: list[_Slot] = []
-        self._commit_lock = threading.Lock()
+        self._leading = False
+        self._stranded: list[Outcome] = []  # outcomes a failed commit left behind
         self._threads: list[threading.Thread] = []
         self._keeper: threading.Thread | None = None
         self._house = threading.Condition()
@@ -255,67 +265,85 @@ class Runner:
 
     # -- committing -------------------------------------------------------------------
 
+    def create(self, task: dict[str, Any], steps: Sequence[tuple[str, int, int, bool]]) -> list[Claimed]:
+        """Store a new task and lease its roots to this runner, in the next group commit."""
+        slot = self._commit_slot(_Slot([], None, (task, steps)))
+        if slot.error is not None:
+            raise slot.error
+        return slot.created
+
     def _commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
-        """Record outcomes with group commit; return a newly claimed step of task ``keep``.
+        """Record outcomes with group commit; return a newly claimed step of task ``keep``."""
+        return self._commit_slot(_Slot(outcomes, keep)).claim
 
-        Leader/followers: the thread that finds no commit in progress becomes the leader
-        and commits every outcome waiting at that moment in one transaction; the others
-        wait for their own slot to be marked done (and get their successor claim), so they
-        never queue behind each other. When the leader is done, the oldest waiting slot is
-        told to lead the next batch.
+    def _commit_slot(self, slot: _Slot) -> _Slot:
+        """Leader/followers group commit.
+
+        The thread that finds no commit in progress leads: it commits every slot waiting
+        at that moment in one transaction, then hands the lead to the oldest slot that
+        arrived meanwhile. The others sleep on their slot's lock until a leader has
+        committed their slot (with their successor claim) or hands them the lead.
         """
-        slot = _Slot(outcomes, keep)
-        with self._lock:
+        slot.lock.acquire()
+        with self._outbox_lock:
             self._outbox.append(slot)
-        while True:
-            if self._commit_lock.acquire(blocking=False):
-                try:
-                    self._lead()
-                finally:
-                    self._commit_lock.release()
-                    with self._lock:
-                        waiting = next((s for s in self._outbox if not s.done), None)
-                    if waiting is not None:
-                        waiting.event.set()  # you lead next
+            follow = self._leading
+            self._leading = True
+        if follow:
+            slot.lock.acquire()  # released by a leader: our slot is done, or we lead
             if slot.done:
-                return slot.claim
-            slot.event.wait(0.05)
-            slot.event.clear()
-            if slot.done:
-                return slot.claim
-
-    def _lead(self) -> None:
-        with self._lock:
-            slots, self._outbox = self._outbox, []
-        batch = [out for s in slots for out in s.outcomes]
-        if not batch:
-            for s in slots:
-                s.done = True
-                s.event.set()
-            return
+                return slot
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
         try:
-            applied = self.store.apply(batch, self.worker_id, self.engine.lease_s, claim_successors=True)
+            self._lead(batch)
+        finally:
+            with self._outbox_lock:
+                if self._outbox:
+                    heir = self._outbox[0]
+                    heir.lead = True
+                    heir.lock.release()
+                else:
+                    self._leading = False
+        return slot
+
+    def _lead(self, slots: list[_Slot]) -> None:
+        batch = [out for s in slots for out in s.outcomes]
+        creates = [s.create for s in slots if s.create is not None]
+        applied: Applied | None = None
+        try:
+            if batch or creates:
+                applied = self.store.apply(
+                    batch, self.worker_id, self.engine.lease_s, claim_successors=True, creates=creates
+                )
         except StoreError as exc:
-            # Keep them: housekeeping commits them again once the database answers (each
-            # update is fenced by lease owner and attempt, so a late commit is safe).
-            logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id, len(batch), exc)
-            retry = _Slot(batch, None)
-            with self._lock:
-                self._outbox.insert(0, retry)
+            # Keep the outcomes: housekeeping commits them again once the database answers
+            # (each update is fenced by lease owner and attempt, so a late commit is safe).
+            # A new task is not kept: its caller gets the error.
+            if batch:
+                logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id,
+                             len(batch), exc)
+                with self._outbox_lock:
+                    self._stranded.extend(batch)
             for s in slots:
-                s.done = True
-                s.event.set()
-            return
-        claims = list(applied.claimed)
-        for s in slots:
-            if s.keep is not None:
-                s.claim = next((c for c in claims if c.task_id == s.keep), None)
-                if s.claim is not None:
-                    claims.remove(s.claim)
-        self._after(applied, keep={id(s.claim) for s in slots if s.claim is not None})
+                if s.create is not None:
+                    s.error = exc
+        if applied is not None:
+            claims = list(applied.claimed)
+            keep: set[int] = set()
+            for s in slots:
+                if s.create is not None:
+                    s.created = applied.created.get(s.create[0]["id"], [])
+                    keep.update(id(c) for c in s.created)
+                elif s.keep is not None:
+                    s.claim = next((c for c in claims if c.task_id == s.keep and id(c) not in keep), None)
+                    if s.claim is not None:
+                        keep.add(id(s.claim))
+            self._after(applied, keep=keep)
         for s in slots:
             s.done = True
-            s.event.set()
+            if s.lock.locked():  # a follower still asleep (the leader's lock is released below)
+                s.lock.release()
 
     def _after(self, applied: Applied, keep: set[int] | None = None) -> None:
         for out in applied.dropped:
@@ -458,10 +486,14 @@ class Runner:
                     with self._lock:
                         held = [r.claim.step_id for r in self._running.values() if not r.abandoned]
                         held += [c.step_id for c in self._queue]
+                    with self._outbox_lock:
                         held += [o.claim.step_id for s in self._outbox for o in s.outcomes]
+                        held += [o.claim.step_id for o in self._stranded]
                     self.store.renew(self.worker_id, self.engine.lease_s, held)
-                    if self._outbox:
-                        self._commit([])  # outcomes a failed commit left behind (database back?)
+                    with self._outbox_lock:
+                        stranded, self._stranded = self._stranded, []
+                    if stranded:
+                        self._commit(stranded)  # outcomes a failed commit left behind (database back?)
                 if self.worker_mode and now >= next_reap:
                     next_reap = now + max(0.5, self.engine.lease_s / 2)
                     self._reap()

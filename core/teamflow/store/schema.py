@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 proxy = pw.DatabaseProxy()
 
@@ -51,11 +51,9 @@ class Task(_Base):
 
     class Meta:
         table_name = "tf_task"
-        indexes = (
-            (("namespace", "name", "idempotency_key"), True),
-            (("parent_id", "parent_step", "call_ordinal"), False),
-            (("namespace", "name", "version", "status"), False),
-        )
+        # Idempotency keys and parent links are partial indexes (see _v2): a task without
+        # them, the common case, is not in them.
+        indexes = ((("namespace", "name", "version", "status"), False),)
 
 
 class WorkflowStep(_Base):
@@ -167,4 +165,32 @@ def _v1(db: pw.Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _v1}
+def _v2(db: pw.Database) -> None:
+    # v1 indexed every task's (null) idempotency key and parent link.
+    if isinstance(db, pw.SqliteDatabase):
+        # SQLite: the history is clustered by task (one B-tree, not a table and an index),
+        # so recording a transition writes one page. ``id`` counts within each task.
+        db.execute_sql(
+            "CREATE TABLE tf_transition_v2 (task_id VARCHAR(36) NOT NULL, id INTEGER NOT NULL, "
+            "step VARCHAR(255), from_status VARCHAR(255), to_status VARCHAR(255) NOT NULL, attempt INTEGER, "
+            "at REAL NOT NULL, actor VARCHAR(255), detail TEXT, PRIMARY KEY (task_id, id)) WITHOUT ROWID"
+        )
+        db.execute_sql(
+            "INSERT INTO tf_transition_v2 (task_id, id, step, from_status, to_status, attempt, at, actor, detail) "
+            "SELECT task_id, id, step, from_status, to_status, attempt, at, actor, detail FROM tf_transition"
+        )
+        db.execute_sql("DROP TABLE tf_transition")
+        db.execute_sql("ALTER TABLE tf_transition_v2 RENAME TO tf_transition")
+    db.execute_sql("DROP INDEX IF EXISTS tf_task_namespace_name_idempotency_key")
+    db.execute_sql("DROP INDEX IF EXISTS tf_task_parent_id_parent_step_call_ordinal")
+    db.execute_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS tf_task_idempotency ON tf_task (namespace, name, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS tf_task_parent ON tf_task (parent_id, parent_step, call_ordinal) "
+        "WHERE parent_id IS NOT NULL"
+    )
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _v1, 2: _v2}

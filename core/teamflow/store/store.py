@@ -78,6 +78,7 @@ class Applied:
     finished_tasks: list[tuple[str, str]] = attrs.field(factory=list)  # (task id, status)
     woken_parents: list[str] = attrs.field(factory=list)  # parent task ids with a step made ready
     started_tasks: list[str] = attrs.field(factory=list)
+    created: dict[str, list[Claimed]] = attrs.field(factory=dict)  # new task id -> its claimed roots
 
 
 def _sqlite_path(url: str) -> str:
@@ -448,63 +449,79 @@ class Store:
         Idempotency races are settled by the unique index: the loser gets StoreError
         ``duplicate`` and re-reads the winner.
         """
-        claimed: list[Claimed] = []
         try:
             with self.tx():
-                self.execute(
-                    "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
-                    "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
-                    (
-                        task["id"],
-                        task["namespace"],
-                        task["name"],
-                        task["version"],
-                        task["fingerprint"],
-                        task["context"],
-                        len(steps),
-                        task.get("parent_id"),
-                        task.get("parent_step"),
-                        task.get("parent_attempt"),
-                        task.get("call_ordinal"),
-                        task.get("idempotency_key"),
-                        task.get("request_hash"),
-                    ),
-                )
-                ns, route = task["namespace"], task["route"]
-                self.executemany(
-                    (
-                        "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, "
-                        "max_attempts, retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, "
-                        "?, {now}, CASE WHEN ? = 0 THEN {now} ELSE NULL END)"
-                    ),
-                    [
-                        (task["id"], name, ns, route, deps, max_attempts, retryable, deps)
-                        for name, deps, max_attempts, retryable in steps
-                    ],
-                )
-                self._transition([(task["id"], None, None, "pending", None, task.get("actor"), None)])
-                if claim_for is not None:
-                    claimed = self._claim_task_roots(task["id"], claim_for, lease_s)
-                else:
-                    self.notify()
+                return self.insert_task(task, steps, claim_for=claim_for, lease_s=lease_s)
         except self.integrity as exc:
             raise StoreError(f"duplicate: {exc}") from exc
-        return claimed
 
-    def _claim_task_roots(self, task_id: str, worker: str, lease_s: float) -> list[Claimed]:
-        rows = self.execute(
-            "UPDATE tf_step SET status = 'in_progress', attempts = attempts + 1, lease_owner = ?, "
-            "lease_expires_at = {now} + ?, started_at = {now} WHERE task_id = ? AND status = 'pending' "
-            "AND deps_left = 0 AND next_attempt_at <= {now} RETURNING id, task_id, name, attempts",
-            (worker, lease_s, task_id),
+    def insert_task(
+        self,
+        task: dict[str, Any],
+        steps: Sequence[tuple[str, int, int, bool]],
+        *,
+        claim_for: str | None,
+        lease_s: float,
+    ) -> list[Claimed]:
+        """The statements of ``create_task``, inside the caller's transaction.
+
+        With ``claim_for`` the task starts at once: it is stored in progress, and its root
+        steps are stored already leased to that worker (three statements in all).
+        """
+        claim = claim_for is not None
+        task_id, ns, route = task["id"], task["namespace"], task["route"]
+        self.execute(
+            "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+            "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
+            (
+                task_id,
+                ns,
+                task["name"],
+                task["version"],
+                task["fingerprint"],
+                task["context"],
+                "in_progress" if claim else "pending",
+                len(steps),
+                task.get("parent_id"),
+                task.get("parent_step"),
+                task.get("parent_attempt"),
+                task.get("call_ordinal"),
+                task.get("idempotency_key"),
+                task.get("request_hash"),
+            ),
+        )
+        # (name, deps_left, max_attempts, retryable, leased): a claimed root is in progress.
+        rows = [(name, deps, max_attempts, retryable, claim and deps == 0) for name, deps, max_attempts, retryable
+                in steps]
+        values: list[str] = []
+        params: list[Any] = []
+        for name, deps, max_attempts, retryable, leased in rows:
+            if leased:
+                values.append("(?, ?, ?, ?, 'in_progress', 0, 1, ?, ?, {now}, {now}, ?, {now} + ?, {now})")
+                params += (task_id, name, ns, route, max_attempts, retryable, claim_for, lease_s)
+            else:
+                ready = "{now}" if deps == 0 else "NULL"
+                values.append(f"(?, ?, ?, ?, 'pending', ?, 0, ?, ?, {{now}}, {ready}, NULL, NULL, NULL)")
+                params += (task_id, name, ns, route, deps, max_attempts, retryable)
+        inserted = self.execute(
+            "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, "
+            "retryable, next_attempt_at, ready_at, lease_owner, lease_expires_at, started_at) VALUES "
+            + ", ".join(values)
+            + " RETURNING id, name, status",
+            params,
         ).fetchall()
-        claimed = [Claimed(*row) for row in rows]
-        if claimed:
-            self._mark_started([task_id])
-            self._transition(
-                [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
-            )
+        order = {name: i for i, (name, *_rest) in enumerate(steps)}
+        claimed = sorted(
+            (Claimed(r[0], task_id, r[1], 1) for r in inserted if r[2] == "in_progress"), key=lambda c: order[c.name]
+        )
+        transitions: list[tuple[Any, ...]] = [(task_id, None, None, "pending", None, task.get("actor"), None)]
+        if claim:
+            transitions.append((task_id, None, "pending", "in_progress", None, None, None))
+            transitions += [(task_id, c.name, "pending", "in_progress", 1, claim_for, None) for c in claimed]
+        else:
+            self.notify()
+        self._transition(transitions)
         return claimed
 
     def _mark_started(self, task_ids: Sequence[str]) -> list[str]:
@@ -520,13 +537,24 @@ class Store:
         return started
 
     def _transition(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        self.executemany(
-            (
+        """Append to the history: rows of (task, step, from, to, attempt, actor, detail)."""
+        if self.dialect == "postgres":
+            self.executemany(
                 "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, {now})"
-            ),
-            rows,
+                "VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
+                rows,
+            )
+            return
+        # SQLite's history is keyed by (task, n): number the rows after the task's last one.
+        text = (
+            "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
+            "VALUES (?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM tf_transition WHERE task_id = ?1), "
+            "?2, ?3, ?4, ?5, ?6, ?7, {now})"
         )
+        if len(rows) == 1:
+            self.execute(text, rows[0])
+        else:
+            self.executemany(text, rows)
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -819,19 +847,32 @@ class Store:
     # -- applying outcomes ------------------------------------------------------------
 
     def apply(
-        self, outcomes: Sequence[Outcome], worker: str, lease_s: float, *, claim_successors: bool
+        self,
+        outcomes: Sequence[Outcome],
+        worker: str,
+        lease_s: float,
+        *,
+        claim_successors: bool,
+        creates: Sequence[tuple[dict[str, Any], Sequence[tuple[str, int, int, bool]]]] = (),
     ) -> Applied:
-        """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt."""
+        """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt.
+
+        ``creates`` are new tasks (see ``insert_task``) stored in the same transaction with
+        their roots leased to ``worker``: tasks without an idempotency key or a parent,
+        which cannot collide with another.
+        """
         applied = Applied()
         if self.dialect == "postgres":
             completions = [o for o in outcomes if o.kind == "complete"]
             others = [o for o in outcomes if o.kind != "complete"]
-            if not others:  # the common case: one statement is one transaction
+            if not others and not creates:  # the common case: one statement is one transaction
                 self._complete_pg(completions, worker, lease_s, claim_successors, applied)
                 return applied
         else:
             completions, others = [], list(outcomes)
         with self.tx():
+            for task, steps in creates:
+                applied.created[task["id"]] = self.insert_task(task, steps, claim_for=worker, lease_s=lease_s)
             for out in others:
                 if self._apply_one(out, worker, lease_s, claim_successors, applied):
                     applied.accepted.append(out)
@@ -901,14 +942,15 @@ class Store:
             transitions: list[tuple[Any, ...]] = [
                 (c.task_id, c.name, "in_progress", "completed", c.attempt, worker, None)
             ]
+            released = len(out.successors)
             if out.successors:
-                applied.claimed.extend(
-                    self._release_successors(
-                        c.task_id, out.successors, worker if claim else None, lease_s, transitions
-                    )
+                claimed, released = self._release_successors(
+                    c.task_id, out.successors, worker if claim else None, lease_s, transitions
                 )
+                applied.claimed.extend(claimed)
             self._transition(transitions)
-            self._step_done(c.task_id, applied)
+            # Only a step with a successor left to run cannot have finished its task.
+            self._step_done(c.task_id, applied, last=released < len(out.successors) or not out.successors)
             return True
         if out.kind == "retry":
             ok = self._fence(
@@ -960,16 +1002,17 @@ class Store:
         worker: str | None,
         lease_s: float,
         transitions: list[tuple[Any, ...]],
-    ) -> list[Claimed]:
+    ) -> tuple[list[Claimed], int]:
+        """Count a finished dependency on each pending successor. Returns (claims, successors updated)."""
         marks = self.placeholders(len(successors))
         if worker is None:
-            self.execute(
+            cur = self.execute(
                 "UPDATE tf_step SET deps_left = deps_left - 1, ready_at = CASE WHEN deps_left = 1 THEN {now} "
                 f"ELSE ready_at END WHERE task_id = ? AND name IN ({marks}) AND status = 'pending'",
                 (task_id, *successors),
             )
             self.notify()
-            return []
+            return [], int(cur.rowcount or 0)
         # The step that makes a successor ready claims it in the same statement.
         rows = self.execute(
             "UPDATE tf_step SET deps_left = deps_left - 1, "
@@ -987,21 +1030,42 @@ class Store:
         transitions.extend(
             (c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed
         )
-        return claimed
+        return claimed, len(rows)
 
-    def _step_done(self, task_id: str, applied: Applied) -> None:
-        row = self.execute(
+    def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
+        """A step completed (or was resolved): complete the task when it was the last one.
+
+        SQLite asks the task's steps, and only when ``last`` says the step may have been the
+        last (it has no successor left to run), so a step's commit leaves the task row alone.
+        PostgreSQL keeps a counter on the task, which its one-statement completion uses.
+        """
+        if self.dialect == "sqlite":
+            if not last or self.execute(
+                "SELECT 1 FROM tf_step WHERE task_id = ? AND status NOT IN ('completed', 'resolved') LIMIT 1",
+                (task_id,),
+            ).fetchone():
+                return
+            row = self.execute(
+                "UPDATE tf_task SET status = 'completed', finished_at = {now}, updated_at = {now} "
+                "WHERE id = ? AND status = 'in_progress' RETURNING 0, status, parent_id, parent_step",
+                (task_id,),
+            ).fetchone()
+        else:
+            row = self._count_step_done(task_id)
+        if row is not None and row[0] == 0 and row[1] == "completed":
+            applied.finished_tasks.append((task_id, "completed"))
+            self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
+            if row[2] is not None:
+                self._wake(row[2], row[3], applied)
+
+    def _count_step_done(self, task_id: str) -> Any:
+        return self.execute(
             "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
             "status = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN 'completed' ELSE status END, "
             "finished_at = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN {now} ELSE finished_at END "
             "WHERE id = ? RETURNING steps_left, status, parent_id, parent_step",
             (task_id,),
         ).fetchone()
-        if row is not None and row[0] == 0 and row[1] == "completed":
-            applied.finished_tasks.append((task_id, "completed"))
-            self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
-            if row[2] is not None:
-                self._wake(row[2], row[3], applied)
 
     def _wake(self, parent_id: str, parent_step: str, applied: Applied) -> None:
         cur = self.execute(

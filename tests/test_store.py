@@ -1,0 +1,186 @@
+"""The store's schema and write path: migrations, task ids, and the runner's group commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import host_config
+from flows import AlphaPlugin, BetaPlugin
+
+from teamflow import Host, TaskRequest
+from teamflow.engine.engine import new_task_id
+from teamflow.errors import StoreError
+from teamflow.store import Store, schema
+
+
+def req(name: str, **context: object) -> TaskRequest:
+    return TaskRequest(name=name, namespace="alpha", version="1.0.0", context=context)
+
+
+@pytest.fixture
+def sqlite_host(sqlite_url: str) -> Iterator[Host]:
+    """Group commit of new tasks is SQLite's (one writer); PostgreSQL writers run side by side."""
+    host = Host(
+        config=host_config(sqlite_url, lease_s=0.6),
+        plugins=(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())),
+        discover=False,
+        migrate=True,
+    )
+    yield host
+    host.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_upgrade_from_v1_keeps_tasks_history_and_moves_the_keys_to_partial_indexes(database_url: str) -> None:
+    store = Store(database_url)
+    store.connect()
+    with store.db.atomic():
+        schema.MIGRATIONS[1](store.db)
+        # the two indexes v1 built from the models, before v2 made them partial
+        store.db.execute_sql(
+            "CREATE UNIQUE INDEX tf_task_namespace_name_idempotency_key ON tf_task (namespace, name, idempotency_key)"
+        )
+        store.db.execute_sql(
+            "CREATE INDEX tf_task_parent_id_parent_step_call_ordinal ON tf_task (parent_id, parent_step, call_ordinal)"
+        )
+        schema.Meta.insert(key="schema_version", value="1").execute()
+    task_id = str(uuid.uuid4())
+    with store.tx():
+        store.execute(
+            "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+            "idempotency_key, request_hash, created_at, updated_at) "
+            "VALUES (?, 'alpha', 'chain', '1.0.0', 'f', '{}', 'completed', 0, 'key-1', 'h', 1, 1)",
+            (task_id,),
+        )
+        for n, status in enumerate(("pending", "in_progress", "completed"), start=1):
+            store.execute(
+                "INSERT INTO tf_transition (task_id, step, from_status, to_status, at) VALUES (?, NULL, NULL, ?, ?)",
+                (task_id, status, float(n)),
+            )
+
+    assert store.upgrade() == [2]
+    assert store.upgrade() == []  # idempotent
+    assert store.schema_version() == schema.SCHEMA_VERSION == 2
+    assert [t["to_status"] for t in store.transitions(task_id)] == ["pending", "in_progress", "completed"]
+    indexes = {ix.name for ix in store.db.get_indexes("tf_task")}
+    assert {"tf_task_idempotency", "tf_task_parent"} <= indexes
+    assert not {"tf_task_namespace_name_idempotency_key", "tf_task_parent_id_parent_step_call_ordinal"} & indexes
+    assert store.find_idempotent("alpha", "chain", "key-1") == (task_id, "h")
+    # the key is still unique
+    with pytest.raises(store.integrity), store.tx():
+        store.execute(
+            "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+            "idempotency_key, created_at, updated_at) "
+            "VALUES (?, 'alpha', 'chain', '1.0.0', 'f', '{}', 'pending', 0, 'key-1', 1, 1)",
+            (str(uuid.uuid4()),),
+        )
+    store.close()
+
+
+def test_history_keeps_its_order_per_task(make_host) -> None:
+    host = make_host()
+    first = host.execute_sync(req("chain"))
+    second = host.execute_sync(req("chain"))
+    for task in (first, second):
+        history = host.store.transitions(task.id)
+        assert history[0]["to_status"] == "pending" and history[-1]["to_status"] == "completed"
+        assert [t["at"] for t in history] == sorted(t["at"] for t in history)
+        steps = [(t["step"], t["to_status"]) for t in history if t["step"]]
+        assert steps == [
+            (name, status) for name in ("s1", "s2", "s3", "s4") for status in ("in_progress", "completed")
+        ]
+
+
+def test_task_ids_are_uuid7_in_creation_order() -> None:
+    ids = [new_task_id() for _ in range(200)]
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == len(ids)
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]  # the 48-bit millisecond prefix
+    assert stamps == sorted(stamps)
+
+
+class _Gate:
+    """Holds the first group commit open until the test has queued more work behind it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.real = store.apply
+        self.calls: list[tuple[int, int]] = []  # (outcomes, creates) per transaction
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_next = False
+
+    def apply(self, outcomes, worker, lease_s, *, claim_successors, creates=()):
+        self.calls.append((len(outcomes), len(creates)))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("database error on test: disk I/O error")
+        return self.real(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates)
+
+
+def test_new_tasks_and_step_outcomes_share_group_commits(sqlite_host: Host) -> None:
+    host = sqlite_host
+    runner = host.runner
+    gate = _Gate(host.store)
+    host.store.apply = gate.apply  # type: ignore[method-assign]
+    results: list[str] = []
+
+    def run() -> None:
+        results.append(host.execute_sync(req("chain")).status)
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert gate.entered.wait(10)  # the first task's creation holds the lead
+    others = [threading.Thread(target=run) for _ in range(5)]
+    for t in others:
+        t.start()
+
+    def queued() -> bool:  # the five creations wait behind the leader
+        with runner._outbox_lock:
+            return sum(1 for s in runner._outbox if s.create is not None) == 5
+
+    wait_for(queued)
+    gate.release.set()
+    for t in (first, *others):
+        t.join(30)
+    assert results == ["completed"] * 6
+    assert gate.calls[0] == (0, 1)
+    assert gate.calls[1][1] == 5  # five new tasks (and maybe the first task's step), one transaction
+    assert sum(c for _, c in gate.calls) == 6 and sum(o for o, _ in gate.calls) == 6 * 4
+    assert len(gate.calls) < 6 + 6 * 4  # steps of different tasks shared commits too
+
+
+def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_host: Host) -> None:
+    host = sqlite_host
+    gate = _Gate(host.store)
+    gate.release.set()
+    host.store.apply = gate.apply  # type: ignore[method-assign]
+    assert host.execute_sync(req("chain")).status == "completed"
+    # the database fails the next commit: the creation is refused, nothing half-stored
+    gate.fail_next = True
+    with pytest.raises(StoreError, match="disk I/O error"):
+        host.execute_sync(req("chain"))
+    assert host.store.execute("SELECT COUNT(*) FROM tf_task").fetchone()[0] == 1
+    # a step's outcome whose commit failed is committed again by housekeeping
+    task_id = host.execute_async(req("chain"))
+    runner = host.runner
+    [claim], _ = host.store.claim(host.engine.worker_id, 0.6, 1, task_ids=[task_id])
+    gate.fail_next = True
+    runner._commit([runner._outcome(claim, runner._load(claim))])  # type: ignore[arg-type]
+    assert host.get_task(task_id).step("s1").status == "in_progress"
+    runner.track(task_id)
+    done = host.wait(task_id, timeout=10)
+    assert done.status == "completed" and done.step("s1").attempts == 1
