@@ -184,3 +184,18 @@ def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_
     runner.track(task_id)
     done = host.wait(task_id, timeout=10)
     assert done.status == "completed" and done.step("s1").attempts == 1
+
+
+def test_a_task_is_read_from_one_snapshot(sqlite_host: Host) -> None:
+    # get_task reads the task, its steps and its children: a change committed between
+    # those reads must not show up in some of them only.
+    host, store = sqlite_host, sqlite_host.store
+    task_id = host.execute_async(req("chain"))
+    with store.snapshot():
+        assert store.task(task_id)["status"] == "pending"  # type: ignore[index]
+        canceller = threading.Thread(target=host.cancel, args=(task_id,))
+        canceller.start()
+        canceller.join(10)
+        assert {s["status"] for s in store.steps(task_id)} == {"pending"}
+    assert {s["status"] for s in store.steps(task_id)} == {"cancelled"}
+    assert host.get_task(task_id).status == "cancelled"

@@ -241,11 +241,12 @@ class Engine:
     # -- reading ------------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> TaskResult:
-        row = self.store.task(task_id)
-        if row is None:
-            raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
-        steps = self.store.steps(task_id)
-        children = self.store.children(task_id)
+        with self.store.snapshot():
+            row = self.store.task(task_id)
+            if row is None:
+                raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
+            steps = self.store.steps(task_id)
+            children = self.store.children(task_id)
         entry = self.registry.get(row["namespace"], row["name"], row["version"])
         deps = {name: tuple(step.depends_on) for name, step in entry.steps.items()} if entry else {}
         kids: dict[str, list[str]] = {}

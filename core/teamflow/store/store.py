@@ -244,6 +244,28 @@ class Store:
             finally:
                 self._local.in_tx = False
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Several reads as one consistent read transaction (SQLite; one lock round instead of one per query)."""
+        if self.dialect != "sqlite" or getattr(self._local, "in_tx", False):
+            yield
+            return
+        cur = self._cursor()
+        try:
+            cur.execute("BEGIN")
+        except self._lost as exc:
+            self.reset()
+            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+        self._local.in_tx = True
+        try:
+            yield
+        finally:
+            self._local.in_tx = False
+            try:
+                cur.execute("COMMIT")
+            except self._lost:
+                self.reset()
+
     def notify(self) -> None:
         """Ask for one NOTIFY when the current transaction commits (PostgreSQL only)."""
         self._local.notify = True
