@@ -118,16 +118,16 @@ class _Gate:
         self.calls: list[tuple[int, int]] = []  # (outcomes, creates) per transaction
         self.entered = threading.Event()
         self.release = threading.Event()
-        self.fail_next = False
+        self.fail_next: BaseException | None = None
 
     def apply(self, outcomes, worker, lease_s, *, claim_successors, creates=()):
         self.calls.append((len(outcomes), len(creates)))
         if len(self.calls) == 1:
             self.entered.set()
             assert self.release.wait(10)
-        if self.fail_next:
-            self.fail_next = False
-            raise StoreError("database error on test: disk I/O error")
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
         return self.real(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates)
 
 
@@ -170,15 +170,19 @@ def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_
     host.store.apply = gate.apply  # type: ignore[method-assign]
     assert host.execute_sync(req("chain")).status == "completed"
     # the database fails the next commit: the creation is refused, nothing half-stored
-    gate.fail_next = True
+    gate.fail_next = StoreError("database error on test: disk I/O error")
     with pytest.raises(StoreError, match="disk I/O error"):
+        host.execute_sync(req("chain"))
+    # an unexpected error in the commit path fails the caller too, and parks nobody forever
+    gate.fail_next = RuntimeError("bug")
+    with pytest.raises(StoreError, match="internal error while committing: RuntimeError"):
         host.execute_sync(req("chain"))
     assert host.store.execute("SELECT COUNT(*) FROM tf_task").fetchone()[0] == 1
     # a step's outcome whose commit failed is committed again by housekeeping
     task_id = host.execute_async(req("chain"))
     runner = host.runner
     [claim], _ = host.store.claim(host.engine.worker_id, 0.6, 1, task_ids=[task_id])
-    gate.fail_next = True
+    gate.fail_next = StoreError("database error on test: disk I/O error")
     runner._commit([runner._outcome(claim, runner._load(claim))])  # type: ignore[arg-type]
     assert host.get_task(task_id).step("s1").status == "in_progress"
     runner.track(task_id)

@@ -308,18 +308,30 @@ class Runner:
         return slot
 
     def _lead(self, slots: list[_Slot]) -> None:
+        try:
+            self._commit_batch(slots)
+        finally:  # whatever happened, no follower sleeps forever
+            for s in slots:
+                s.done = True
+                if s.lock.locked():  # a follower still asleep (the leader's own lock too)
+                    s.lock.release()
+
+    def _commit_batch(self, slots: list[_Slot]) -> None:
         batch = [out for s in slots for out in s.outcomes]
         creates = [s.create for s in slots if s.create is not None]
-        applied: Applied | None = None
+        if not batch and not creates:
+            return
         try:
-            if batch or creates:
-                applied = self.store.apply(
-                    batch, self.worker_id, self.engine.lease_s, claim_successors=True, creates=creates
-                )
-        except StoreError as exc:
+            applied = self.store.apply(
+                batch, self.worker_id, self.engine.lease_s, claim_successors=True, creates=creates
+            )
+        except Exception as exc:
             # Keep the outcomes: housekeeping commits them again once the database answers
             # (each update is fenced by lease owner and attempt, so a late commit is safe).
             # A new task is not kept: its caller gets the error.
+            if not isinstance(exc, StoreError):
+                logger.exception("runner {}: unexpected error committing a batch", self.worker_id)
+                exc = StoreError(f"internal error while committing: {exc!r}")
             if batch:
                 logger.error("runner {}: could not record {} outcome(s): {}; will retry", self.worker_id,
                              len(batch), exc)
@@ -328,22 +340,18 @@ class Runner:
             for s in slots:
                 if s.create is not None:
                     s.error = exc
-        if applied is not None:
-            claims = list(applied.claimed)
-            keep: set[int] = set()
-            for s in slots:
-                if s.create is not None:
-                    s.created = applied.created.get(s.create[0]["id"], [])
-                    keep.update(id(c) for c in s.created)
-                elif s.keep is not None:
-                    s.claim = next((c for c in claims if c.task_id == s.keep and id(c) not in keep), None)
-                    if s.claim is not None:
-                        keep.add(id(s.claim))
-            self._after(applied, keep=keep)
+            return
+        claims = list(applied.claimed)
+        keep: set[int] = set()
         for s in slots:
-            s.done = True
-            if s.lock.locked():  # a follower still asleep (the leader's lock is released below)
-                s.lock.release()
+            if s.create is not None:
+                s.created = applied.created.get(s.create[0]["id"], [])
+                keep.update(id(c) for c in s.created)
+            elif s.keep is not None:
+                s.claim = next((c for c in claims if c.task_id == s.keep and id(c) not in keep), None)
+                if s.claim is not None:
+                    keep.add(id(s.claim))
+        self._after(applied, keep=keep)
 
     def _after(self, applied: Applied, keep: set[int] | None = None) -> None:
         for out in applied.dropped:
