@@ -51,8 +51,8 @@ class _Running:
 class _Slot:
     """Work waiting to be committed (outcomes, or a new task), and what its thread gets back.
 
-    ``lock`` is held until a leader has committed the slot (``done``) or hands the slot's
-    thread the lead (``lead``): a bare lock is the cheapest way to park a thread.
+    ``lock`` is held while no signal is pending for the slot's thread: a bare lock is the
+    cheapest way to park a thread.
     """
 
     outcomes: list[Outcome]
@@ -62,7 +62,6 @@ class _Slot:
     created: list[Claimed] = attrs.field(factory=list)
     error: StoreError | None = None
     done: bool = False
-    lead: bool = False
     lock: Any = attrs.field(factory=threading.Lock)
 
 
@@ -280,41 +279,43 @@ class Runner:
         """Leader/followers group commit.
 
         The thread that finds no commit in progress leads: it commits every slot waiting
-        at that moment in one transaction, then hands the lead to the oldest slot that
-        arrived meanwhile. The others sleep on their slot's lock until a leader has
-        committed their slot (with their successor claim) or hands them the lead.
+        at that moment in one transaction. The others sleep on their slot's lock, which is
+        released (under ``_outbox_lock``) when a leader has committed their slot, or to
+        nudge the oldest waiter when a leader is done and work is left: a thread that
+        arrives then leads at once, without waiting for a sleeping thread to wake, and a
+        nudged waiter that finds a leader busy goes back to sleep.
         """
-        slot.lock.acquire()
+        slot.lock.acquire()  # held: no signal pending
         with self._outbox_lock:
             self._outbox.append(slot)
-            follow = self._leading
-            self._leading = True
-        if follow:
-            slot.lock.acquire()  # released by a leader: our slot is done, or we lead
-            if slot.done:
-                return slot
-        with self._outbox_lock:
-            batch, self._outbox = self._outbox, []
-        try:
-            self._lead(batch)
-        finally:
+        while True:
             with self._outbox_lock:
-                if self._outbox:
-                    heir = self._outbox[0]
-                    heir.lead = True
-                    heir.lock.release()
-                else:
+                if slot.done:
+                    return slot
+                lead = not self._leading
+                if lead:
+                    self._leading = True
+                    batch, self._outbox = self._outbox, []
+            if not lead:
+                slot.lock.acquire()  # until a leader signals: done, or nudged
+                continue
+            try:
+                self._lead(batch)
+            finally:
+                with self._outbox_lock:
                     self._leading = False
-        return slot
+                    if self._outbox and self._outbox[0].lock.locked():
+                        self._outbox[0].lock.release()  # work is left: nudge the oldest waiter
 
     def _lead(self, slots: list[_Slot]) -> None:
         try:
             self._commit_batch(slots)
         finally:  # whatever happened, no follower sleeps forever
-            for s in slots:
-                s.done = True
-                if s.lock.locked():  # a follower still asleep (the leader's own lock too)
-                    s.lock.release()
+            with self._outbox_lock:
+                for s in slots:
+                    s.done = True
+                    if s.lock.locked():  # a follower still asleep (the leader's own lock too)
+                        s.lock.release()
 
     def _commit_batch(self, slots: list[_Slot]) -> None:
         batch = [out for s in slots for out in s.outcomes]
