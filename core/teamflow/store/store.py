@@ -181,8 +181,12 @@ class Store:
             raise StoreError(f"cannot reach the database at {self.safe_url}: {str(exc).strip()}") from exc
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
-        """Run one statement on this thread's connection (the driver's cursor, no ORM on the hot path)."""
-        cur = self._cursor()
+        """Run one statement on this thread's connection (the driver's cursor, no ORM on the hot path).
+
+        Inside ``tx`` every statement reuses the transaction's cursor: read what a
+        statement returned before running the next one.
+        """
+        cur = self._local.__dict__.get("txcur") or self._cursor()
         try:
             cur.execute(self.sql(text), params)
         except self._lost as exc:
@@ -228,6 +232,7 @@ class Store:
             try:
                 cur.execute(self._begin)
                 self._local.in_tx = True
+                self._local.txcur = cur
                 yield
                 if self._local.notify and self.dialect == "postgres":
                     cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
@@ -243,6 +248,7 @@ class Store:
                 raise
             finally:
                 self._local.in_tx = False
+                self._local.txcur = None
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -543,7 +549,14 @@ class Store:
             transitions += [(task_id, c.name, "pending", "in_progress", 1, claim_for, None) for c in claimed]
         else:
             self.notify()
-        self._transition(transitions)
+        if self.dialect == "sqlite":  # a new task's history starts at 1: one statement
+            self.execute(
+                "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
+                "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * len(transitions)),
+                [v for n, (tid, *rest) in enumerate(transitions, start=1) for v in (tid, n, *rest)],
+            )
+        else:
+            self._transition(transitions)
         return claimed
 
     def _mark_started(self, task_ids: Sequence[str]) -> list[str]:
@@ -1062,14 +1075,13 @@ class Store:
         PostgreSQL keeps a counter on the task, which its one-statement completion uses.
         """
         if self.dialect == "sqlite":
-            if not last or self.execute(
-                "SELECT 1 FROM tf_step WHERE task_id = ? AND status NOT IN ('completed', 'resolved') LIMIT 1",
-                (task_id,),
-            ).fetchone():
+            if not last:
                 return
             row = self.execute(
                 "UPDATE tf_task SET status = 'completed', finished_at = {now}, updated_at = {now} "
-                "WHERE id = ? AND status = 'in_progress' RETURNING 0, status, parent_id, parent_step",
+                "WHERE id = ?1 AND status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM tf_step "
+                "WHERE task_id = ?1 AND status NOT IN ('completed', 'resolved')) "
+                "RETURNING 0, status, parent_id, parent_step",
                 (task_id,),
             ).fetchone()
         else:
