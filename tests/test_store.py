@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import host_config
+from conftest import IN_CI, _pg_problem, host_config, pg_schema_url
 from flows import AlphaPlugin, BetaPlugin
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from teamflow import Host, TaskRequest
 from teamflow.engine.engine import new_task_id
 from teamflow.errors import StoreError
-from teamflow.store import Store, schema
+from teamflow.store import Claimed, Outcome, Store, schema
 
 
 def req(name: str, **context: object) -> TaskRequest:
@@ -203,3 +206,84 @@ def test_a_task_is_read_from_one_snapshot(sqlite_host: Host) -> None:
         assert {s["status"] for s in store.steps(task_id)} == {"pending"}
     assert {s["status"] for s in store.steps(task_id)} == {"cancelled"}
     assert host.get_task(task_id).status == "cancelled"
+
+
+# -- batched completions ------------------------------------------------------------------------
+
+
+@st.composite
+def batch_runs(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], int, list[int]]:
+    """A random DAG, a number of tasks of it, and the subsets of held steps to complete together."""
+    n = draw(st.integers(1, 6))
+    steps = [
+        (f"s{i}", draw(st.lists(st.sampled_from([f"s{j}" for j in range(i)]), unique=True, max_size=3)) if i else [])
+        for i in range(n)
+    ]
+    return steps, draw(st.integers(1, 3)), draw(st.lists(st.integers(0, 2**12), min_size=40, max_size=40))
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def batch_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """One store for all examples (their tasks are independent), on each backend."""
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('batch')}/teamflow.db"])
+    else:
+        problem = _pg_problem()
+        if problem:
+            pytest.fail(problem) if IN_CI else pytest.skip(problem)
+        urls = pg_schema_url()
+    store = Store(next(urls))
+    store.connect()
+    store.upgrade()
+    yield store
+    store.close()
+    next(urls, None)  # drops the PostgreSQL schema
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run=batch_runs())
+def test_completions_committed_together_follow_the_dag(batch_store: Store, run) -> None:
+    # Several steps of several tasks complete in one transaction (a diamond's two parents
+    # included): each successor is claimed exactly when its last dependency completed,
+    # each task completes exactly when its last step did, and a stale outcome is dropped.
+    store = batch_store
+    steps, n_tasks, masks = run
+    deps = dict(steps)
+    successors = {name: tuple(s for s, d in steps if name in d) for name, _ in steps}
+    rows = [(name, len(d), 1, True) for name, d in steps]
+    held: list[Claimed] = []
+    done: dict[str, set[str]] = {}
+    for _ in range(n_tasks):
+        task_id = new_task_id()
+        task = {"id": task_id, "namespace": "prop", "name": "dag", "version": "1.0.0", "fingerprint": "f",
+                "route": "r", "context": "{}"}
+        held += store.create_task(task, rows, claim_for="w", lease_s=30)
+        done[task_id] = set()
+    stale: list[Outcome] = []
+    for mask in masks:
+        if not held:
+            break
+        chosen = [c for i, c in enumerate(held) if mask >> i & 1] or held[:1]
+        outs = [Outcome("complete", c, result=json.dumps(c.name), successors=successors[c.name]) for c in chosen]
+        applied = store.apply(outs + stale, "w", 30, claim_successors=True)
+        assert applied.accepted == outs and applied.dropped == stale
+        stale = outs[:1]  # committed again next time: must be dropped
+        for c in chosen:
+            done[c.task_id].add(c.name)
+        held = [c for c in held if c not in chosen] + applied.claimed
+        for c in applied.claimed:
+            assert set(deps[c.name]) <= done[c.task_id], f"{c.name} claimed before its dependencies"
+        for task_id, names in done.items():
+            ready = {n for n in deps if n not in names and set(deps[n]) <= names}
+            assert ready == {c.name for c in held if c.task_id == task_id}  # every ready step is claimed
+            finished = (task_id, "completed") in applied.finished_tasks
+            status = store.task(task_id)["status"]  # type: ignore[index]
+            assert (status == "completed") == (names == set(deps))
+            assert finished <= (status == "completed")
+    assert not held and all(names == set(deps) for names in done.values())
+    for task_id in done:
+        history = [(t["step"], t["to_status"]) for t in store.transitions(task_id)]
+        assert history[0] == (None, "pending") and history[-1] == (None, "completed")
+        assert sorted(h for h in history if h[0]) == sorted(
+            (name, status) for name in deps for status in ("in_progress", "completed")
+        )
