@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from teamflow import Host, TaskRequest
+from teamflow.config import load_config
 from teamflow.engine.engine import new_task_id
-from teamflow.errors import StoreError
+from teamflow.errors import ConfigError, StoreError
 from teamflow.store import Claimed, Outcome, Store, schema
 
 
@@ -287,3 +288,29 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
         assert sorted(h for h in history if h[0]) == sorted(
             (name, status) for name in deps for status in ("in_progress", "completed")
         )
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_wal_autocheckpoint_is_configured_on_every_connection(tmp_path) -> None:
+    config = load_config(env={"TEAMFLOW_SQLITE_WAL_AUTOCHECKPOINT": "2500",
+                              "TEAMFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/tf.db"})
+    assert config.sqlite_wal_autocheckpoint == 2500
+    assert load_config(env={}).sqlite_wal_autocheckpoint == 10_000
+    host = Host(config=config, plugins=(("team-alpha", AlphaPlugin()),), discover=False, migrate=True)
+    try:
+        seen: list[int] = []
+        worker = threading.Thread(
+            target=lambda: seen.append(host.store.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0])
+        )
+        worker.start()
+        worker.join()
+        assert seen == [2500]  # another thread, its own connection, the same setting
+    finally:
+        host.close()
+
+
+def test_a_wal_that_would_never_be_checkpointed_is_refused() -> None:
+    with pytest.raises(ConfigError, match="sqlite_wal_autocheckpoint must be at least 100 pages"):
+        load_config(env={"TEAMFLOW_SQLITE_WAL_AUTOCHECKPOINT": "0"})

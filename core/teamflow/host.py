@@ -58,7 +58,11 @@ class Host:
         for item in plugins:
             name, obj = item if isinstance(item, tuple) else (None, item)
             self._plugins.register(obj, _in_process_source(obj, name))
-        self.store = Store(config.database_url, synchronous=config.sqlite_synchronous)
+        self.store = Store(
+            config.database_url,
+            synchronous=config.sqlite_synchronous,
+            wal_autocheckpoint=config.sqlite_wal_autocheckpoint,
+        )
         self.store.ensure_schema(auto=migrate if migrate is not None else self.store.dialect == "sqlite")
         rules = Rules(
             platform_namespaces=config.platform_namespaces(),

@@ -92,7 +92,7 @@ def _sqlite_path(url: str) -> str:
 class Store:
     """A connection pool to one database and the queries teamflow runs on it."""
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL", wal_autocheckpoint: int = 10_000) -> None:
         self.url = url
         scheme = urlparse(url).scheme
         self._local = threading.local()
@@ -103,6 +103,7 @@ class Store:
                 pragmas={
                     "journal_mode": "wal",
                     "synchronous": synchronous,
+                    "wal_autocheckpoint": wal_autocheckpoint,
                     "busy_timeout": 60_000,
                     "foreign_keys": 0,
                 },
