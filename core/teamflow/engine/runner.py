@@ -372,14 +372,16 @@ class Runner:
             for parent in applied.woken_parents:
                 if parent in self._tracked or self.worker_mode:
                     timers.append((0.0, parent))
-            others = [c for c in applied.claimed if id(c) not in (keep or ())]
-            self._queue.extend(others)
-            if others:
-                self._lock.notify(len(others))
+        others = [c for c in applied.claimed if id(c) not in (keep or ())]
         for timer in timers:
             self._add_timer(*timer)
-        self.engine.announce(applied)  # before waking waiters: execute_sync returns after its events
+        # Events first: before a queued successor can run (and announce its own events), and
+        # before waiters wake (execute_sync returns after its task's events).
+        self.engine.announce(applied)
         with self._lock:
+            if others:
+                self._queue.extend(others)
+                self._lock.notify(len(others))
             for task_id, _status in applied.finished_tasks:
                 self._tracked.discard(task_id)
                 self._cache.pop(task_id, None)
@@ -564,10 +566,12 @@ class Runner:
     def _enqueue(self, claimed: list[Claimed], started: list[str]) -> None:
         if not claimed:
             return
+        # Announce before queueing: once queued, a step thread may finish the step and
+        # announce its completion before this thread announced that it started.
+        self.engine.announce(Applied(claimed=claimed), started)
         with self._lock:
             self._queue.extend(claimed)
             self._lock.notify(len(claimed))
-        self.engine.announce(Applied(claimed=claimed), started)
 
     def _reap(self) -> None:
         applied = self.store.reap_expired()

@@ -169,7 +169,8 @@ def _v2(db: pw.Database) -> None:
     # v1 indexed every task's (null) idempotency key and parent link.
     if isinstance(db, pw.SqliteDatabase):
         # SQLite: the history is clustered by task (one B-tree, not a table and an index),
-        # so recording a transition writes one page. ``id`` counts within each task.
+        # so recording a transition writes one page. ``id`` orders a task's rows (the store
+        # writes nanosecond timestamps, unique per process; v1's ids are smaller).
         db.execute_sql(
             "CREATE TABLE tf_transition_v2 (task_id VARCHAR(36) NOT NULL, id INTEGER NOT NULL, "
             "step VARCHAR(255), from_status VARCHAR(255), to_status VARCHAR(255) NOT NULL, attempt INTEGER, "

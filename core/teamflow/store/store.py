@@ -124,6 +124,8 @@ class Store:
                 f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
             )
         self._sql_cache: dict[str, str] = {}
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
         # Driver errors that mean the connection or the server is gone (retry later), and
         # unique-key violations (idempotency races).
@@ -550,14 +552,7 @@ class Store:
             transitions += [(task_id, c.name, "pending", "in_progress", 1, claim_for, None) for c in claimed]
         else:
             self.notify()
-        if self.dialect == "sqlite":  # a new task's history starts at 1: one statement
-            self.execute(
-                "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
-                "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * len(transitions)),
-                [v for n, (tid, *rest) in enumerate(transitions, start=1) for v in (tid, n, *rest)],
-            )
-        else:
-            self._transition(transitions)
+        self._transition(transitions)
         return claimed
 
     def _mark_started(self, task_ids: Sequence[str]) -> list[str]:
@@ -581,16 +576,19 @@ class Store:
                 rows,
             )
             return
-        # SQLite's history is keyed by (task, n): number the rows after the task's last one.
-        text = (
-            "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
-            "VALUES (?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM tf_transition WHERE task_id = ?1), "
-            "?2, ?3, ?4, ?5, ?6, ?7, {now})"
-        )
-        if len(rows) == 1:
-            self.execute(text, rows[0])
-        else:
-            self.executemany(text, rows)
+        # SQLite's history is keyed by (task, id): the id is the time in nanoseconds, made
+        # unique and increasing within this process, so rows need no lookup to be numbered.
+        # (Writers to one SQLite file share a machine, hence a clock.)
+        with self._seq_lock:
+            first = max(self._last_seq + 1, time.time_ns())
+            self._last_seq = first + len(rows) - 1
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            self.execute(
+                "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
+                "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * len(chunk)),
+                [v for i, (task_id, *rest) in enumerate(chunk, start=first + start) for v in (task_id, i, *rest)],
+            )
 
     # -- claiming ---------------------------------------------------------------------
 
