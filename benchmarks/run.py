@@ -39,7 +39,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     print(f"\n== {title}")
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
     fmt = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, fmt, strict=True)))
     for r in rows:
