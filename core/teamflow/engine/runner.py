@@ -6,7 +6,7 @@ them itself (a chain runs start to end on one thread) and queues the rest for th
 step threads. Commits are combined: outcomes that finish while another thread is
 committing wait for it and go out together in the next transaction, so parallel
 completions share one commit. ``execute_sync`` drives its task the same way on the
-caller's thread.
+caller's thread; on SQLite (one writer) its new task joins the next group commit too.
 
 A housekeeping thread does everything off the hot path: retries whose backoff expired,
 claiming ready work in worker mode (woken by LISTEN/NOTIFY or a slow poll), renewing
