@@ -34,23 +34,18 @@ class HostCollector(Collector):
         return []  # registering must not query the database
 
     def collect(self) -> Iterator[Metric]:
-        tasks = GaugeMetricFamily(
-            "teamflow_tasks",
-            "Tasks in the store by workflow version and status",
-            labels=["namespace", "workflow", "version", "status"],
-        )
-        for namespace, name, version, status, count in self.host.store.counts():
-            tasks.add_metric([namespace, name, version, status], count)
-        yield tasks
-
-        steps = GaugeMetricFamily(
-            "teamflow_steps",
-            "Steps in the store by workflow version and status",
-            labels=["namespace", "workflow", "version", "status"],
-        )
-        for namespace, name, version, status, count in self.host.store.step_counts():
-            steps.add_metric([namespace, name, version, status], count)
-        yield steps
+        for metric, what, rows in (
+            ("teamflow_tasks", "Tasks", self.host.store.counts()),
+            ("teamflow_steps", "Steps", self.host.store.step_counts()),
+        ):
+            family = GaugeMetricFamily(
+                metric,
+                f"{what} in the store by workflow version and status",
+                labels=["namespace", "workflow", "version", "status"],
+            )
+            for namespace, name, version, status, count in rows:
+                family.add_metric([namespace, name, version, status], count)
+            yield family
 
         durations = HistogramMetricFamily(
             "teamflow_step_duration_seconds",

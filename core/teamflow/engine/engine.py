@@ -151,10 +151,9 @@ class Engine:
                 call_ordinal=ordinal,
             )
         try:
-            if claim and self.runner is not None and self.store.dialect == "sqlite" and "parent_id" not in task \
-                    and request.idempotency_key is None:
-                # SQLite has one writer: a plain new task joins the runner's next group commit.
-                claimed = self.runner.create(task, entry.step_rows)
+            plain = parent is None and request.idempotency_key is None  # cannot collide with another task
+            if claim and plain and self.runner is not None and self.store.single_writer:
+                claimed = self.runner.create(task, entry.step_rows)  # joins the runner's next group commit
             else:
                 claimed = self.store.create_task(
                     task, entry.step_rows, claim_for=self.worker_id if claim else None, lease_s=self.lease_s

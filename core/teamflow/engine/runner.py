@@ -347,7 +347,6 @@ class Runner:
         for s in slots:
             if s.create is not None:
                 s.created = applied.created.get(s.create[0]["id"], [])
-                keep.update(id(c) for c in s.created)
             elif s.keep is not None:
                 s.claim = next((c for c in claims if c.task_id == s.keep and id(c) not in keep), None)
                 if s.claim is not None:

@@ -195,7 +195,7 @@ class Store:
         except self._lost as exc:
             if not getattr(self._local, "in_tx", False):
                 self.reset()
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+            raise self._db_error(exc) from exc
         return cur
 
     def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -210,7 +210,11 @@ class Store:
             else:
                 cur.executemany(self.sql(text), rows)
         except self._lost as exc:
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+            raise self._db_error(exc) from exc
+
+    def _db_error(self, exc: BaseException) -> StoreError:
+        """The error a lost connection or a failed statement becomes, naming the database."""
+        return StoreError(f"database error on {self.safe_url}: {str(exc).strip()}")
 
     def reset(self) -> None:
         """Drop this thread's connection (after the server went away); the next query reconnects."""
@@ -218,6 +222,11 @@ class Store:
             self.db.close()
         except Exception:
             self.db._state.reset()  # type: ignore[attr-defined]
+
+    @property
+    def single_writer(self) -> bool:
+        """SQLite: one writer at a time, so writers of this process should share commits."""
+        return self.dialect == "sqlite"
 
     @property
     def safe_url(self) -> str:
@@ -247,7 +256,7 @@ class Store:
                     self.reset()  # the connection is gone; the server rolled back
                 if isinstance(exc, self._lost):
                     self.reset()
-                    raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+                    raise self._db_error(exc) from exc
                 raise
             finally:
                 self._local.in_tx = False
@@ -264,7 +273,7 @@ class Store:
             cur.execute("BEGIN")
         except self._lost as exc:
             self.reset()
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+            raise self._db_error(exc) from exc
         self._local.in_tx = True
         try:
             yield
@@ -522,13 +531,10 @@ class Store:
                 task.get("request_hash"),
             ),
         )
-        # (name, deps_left, max_attempts, retryable, leased): a claimed root is in progress.
-        rows = [(name, deps, max_attempts, retryable, claim and deps == 0) for name, deps, max_attempts, retryable
-                in steps]
         values: list[str] = []
         params: list[Any] = []
-        for name, deps, max_attempts, retryable, leased in rows:
-            if leased:
+        for name, deps, max_attempts, retryable in steps:
+            if claim and deps == 0:  # a root, leased to the worker that starts the task
                 values.append("(?, ?, ?, ?, 'in_progress', 0, 1, ?, ?, {now}, {now}, ?, {now} + ?, {now})")
                 params += (task_id, name, ns, route, max_attempts, retryable, claim_for, lease_s)
             else:
@@ -648,7 +654,7 @@ class Store:
             rows = cur.fetchall()
         except self._lost as exc:
             self.reset()
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+            raise self._db_error(exc) from exc
         claimed = [
             Claimed(r[1], r[2], r[3], r[4], TaskRow(r[2], r[5], r[6], r[7], r[8], json.loads(r[9]), "in_progress",
                                                      r[10], r[11]))
@@ -940,7 +946,7 @@ class Store:
             rows = cur.fetchall()
         except self._lost as exc:
             self.reset()
-            raise StoreError(f"database error on {self.safe_url}: {str(exc).strip()}") from exc
+            raise self._db_error(exc) from exc
         done = set()
         for kind, step_id, task_id, name, attempt in rows:
             if kind == "done":
@@ -1084,21 +1090,18 @@ class Store:
                 (task_id,),
             ).fetchone()
         else:
-            row = self._count_step_done(task_id)
+            row = self.execute(
+                "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
+                "status = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN 'completed' ELSE status END, "
+                "finished_at = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN {now} ELSE finished_at END "
+                "WHERE id = ? RETURNING steps_left, status, parent_id, parent_step",
+                (task_id,),
+            ).fetchone()
         if row is not None and row[0] == 0 and row[1] == "completed":
             applied.finished_tasks.append((task_id, "completed"))
             self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
             if row[2] is not None:
                 self._wake(row[2], row[3], applied)
-
-    def _count_step_done(self, task_id: str) -> Any:
-        return self.execute(
-            "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
-            "status = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN 'completed' ELSE status END, "
-            "finished_at = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN {now} ELSE finished_at END "
-            "WHERE id = ? RETURNING steps_left, status, parent_id, parent_step",
-            (task_id,),
-        ).fetchone()
 
     def _wake(self, parent_id: str, parent_step: str, applied: Applied) -> None:
         cur = self.execute(
