@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import cattrs
@@ -15,6 +16,10 @@ def _make() -> cattrs.Converter:
 
 
 converter = _make()
+
+# Contexts and step results as stored: strict JSON (NaN and Infinity refused). One shared
+# encoder: ``json.dumps(..., allow_nan=False)`` would build a new one on every call.
+to_json = json.JSONEncoder(allow_nan=False).encode
 
 
 def structure(data: Any, cls: type[T]) -> T:

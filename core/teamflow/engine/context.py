@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from loguru import logger
 
 from teamflow.models import TaskRequest, TaskResult
 
@@ -43,11 +44,11 @@ class StepContext:
 
     __slots__ = (
         "_engine",
+        "_log",
         "_ordinal",
         "attempt",
         "context",
         "idempotency_key",
-        "log",
         "results",
         "step",
         "task",
@@ -61,7 +62,7 @@ class StepContext:
         attempt: int,
         context: Mapping[str, Any],
         results: Mapping[str, Any],
-        log: Any,
+        log: Any = None,
     ) -> None:
         self._engine = engine
         self._ordinal = 0
@@ -71,7 +72,16 @@ class StepContext:
         self.context = context
         self.results = results
         self.idempotency_key = f"{task.id}:{step}"
-        self.log = log
+        self._log = log
+
+    @property
+    def log(self) -> Any:
+        """A loguru logger bound to the namespace, workflow, version, task, step and attempt."""
+        if self._log is None:  # bound on first use: most steps never log
+            task = self.task
+            self._log = logger.bind(namespace=task.namespace, workflow=task.name, version=task.version,
+                                    task_id=task.id, step=self.step, attempt=self.attempt)
+        return self._log
 
     def run_workflow(self, request: TaskRequest) -> TaskResult:
         """Run another workflow to the end as a child task and return its result.

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from teamflow.fingerprint import canonical_json
 from teamflow.models import NamespacePolicy, StepResult, TaskRequest, TaskResult
 from teamflow.published import PublishedEntry, published_policy, resolve_published
 from teamflow.registry import Registry, WorkflowEntry
+from teamflow.serialization import to_json
 from teamflow.store import Applied, Claimed, Store, TaskRow
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ def new_task_id() -> str:
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 12 for rand_a, 62 for rand_b
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & (2**62 - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the UUID
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def request_hash(request: TaskRequest) -> str:
@@ -91,7 +92,7 @@ class Engine:
             raise ContextInvalid("context must be a JSON object", field="$")
         entry, policy = self.lookup(request)
         try:
-            json.dumps(request.context, allow_nan=False)
+            to_json(request.context)
         except (TypeError, ValueError) as exc:
             raise ContextInvalid(f"context is not JSON: {exc}") from None
         errors = entry.context_errors(request.context)
@@ -126,7 +127,9 @@ class Engine:
     ) -> tuple[str, list[Claimed], bool]:
         """Store a task for ``request``. Returns (task id, claimed roots, whether it already existed)."""
         entry = entry or self.prepare(request)
-        digest = request_hash(request)
+        # The request's digest is compared only when its idempotency key or its (parent step,
+        # call ordinal) comes back: a plain task does not need one.
+        digest = request_hash(request) if request.idempotency_key is not None or parent is not None else None
         if request.idempotency_key is not None:
             existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key)
             if existing is not None:
@@ -177,7 +180,7 @@ class Engine:
                     self.fire("step.started", task_id, entry, step=c.name, attempt=c.attempt)
         return task_id, claimed, False
 
-    def _same_request(self, existing: tuple[str, str], request: TaskRequest, digest: str) -> str:
+    def _same_request(self, existing: tuple[str, str], request: TaskRequest, digest: str | None) -> str:
         task_id, stored = existing
         if stored != digest:
             raise IdempotencyConflict(
@@ -240,12 +243,9 @@ class Engine:
     # -- reading ------------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> TaskResult:
-        with self.store.snapshot():
-            row = self.store.task(task_id)
-            if row is None:
-                raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
-            steps = self.store.steps(task_id)
-            children = self.store.children(task_id)
+        row, steps, children = self.store.task_view(task_id)
+        if row is None:
+            raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
         entry = self.registry.get(row["namespace"], row["name"], row["version"])
         deps = {name: tuple(step.depends_on) for name, step in entry.steps.items()} if entry else {}
         kids: dict[str, list[str]] = {}

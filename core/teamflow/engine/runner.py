@@ -34,10 +34,13 @@ from teamflow.engine.context import Park, StepContext, TaskInfo
 from teamflow.engine.engine import Engine
 from teamflow.errors import PermanentError, RetryableError, StoreError
 from teamflow.registry import WorkflowEntry
+from teamflow.serialization import to_json
+from teamflow.store import DECODE as _DECODE
 from teamflow.store import Applied, Claimed, Outcome, TaskRow
 
 UNSERVABLE_DELAY_S = 5.0
 CACHE_LIMIT = 4096
+_SCALARS = (int, float, str, bool, type(None))
 
 
 @attrs.define(slots=True)
@@ -62,7 +65,7 @@ class _Slot:
     created: list[Claimed] = attrs.field(factory=list)
     error: StoreError | None = None
     done: bool = False
-    lock: Any = attrs.field(factory=threading.Lock)
+    lock: Any = None  # only a slot that has to wait gets one
 
 
 @attrs.define(slots=True)
@@ -106,7 +109,10 @@ class Runner:
         self._routes = [
             e.route for e in engine.registry.entries() if self.namespaces is None or e.namespace in self.namespaces
         ]
-        self._lock = threading.Condition()  # guards everything below; step threads wait on it
+        # ``_mutex`` guards everything below; step threads wait on ``_lock``, a condition on it.
+        # (``with self._mutex`` is a C call; a Condition's ``__enter__`` is Python code.)
+        self._mutex = threading.RLock()
+        self._lock = threading.Condition(self._mutex)
         self._queue: deque[Claimed] = deque()
         self._idle = 0
         self._running: dict[int, _Running] = {}
@@ -114,6 +120,7 @@ class Runner:
         self._timers: list[tuple[float, str]] = []
         self._waiters: dict[str, threading.Event] = {}
         self._cache: dict[str, _TaskCache] = {}
+        self._async: dict[Callable[..., Any], bool] = {}  # handler -> is it ``async def``
         self._kick = worker_mode  # worker mode claims at once on start
         self._stop = False
         self._outbox_lock = threading.Lock()  # guards the three below
@@ -151,24 +158,24 @@ class Runner:
 
     def adopt(self, task_id: str, claimed: Sequence[Claimed]) -> None:
         """Take over steps claimed for this runner outside a commit (a new task, a new child)."""
-        with self._lock:
+        with self._mutex:
             self._tracked.add(task_id)
             self._queue.extend(claimed)
             self._lock.notify(len(claimed))
 
     def track(self, task_id: str) -> None:
         """Watch a task whose steps this process should pick up when they become ready."""
-        with self._lock:
+        with self._mutex:
             self._tracked.add(task_id)
         self._add_timer(0.0, task_id)
 
     def waiter(self, task_id: str) -> threading.Event:
-        with self._lock:
+        with self._mutex:
             return self._waiters.setdefault(task_id, threading.Event())
 
     def drive(self, task_id: str, claimed: Sequence[Claimed]) -> None:
         """Run a task's claimed steps on the calling thread (execute_sync), following the chain."""
-        with self._lock:
+        with self._mutex:
             self._tracked.add(task_id)
             self._queue.extend(claimed[1:])
             self._lock.notify(len(claimed) - 1)
@@ -178,7 +185,7 @@ class Runner:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; let steps in hand finish (until ``timeout``); release the rest."""
-        with self._lock:
+        with self._mutex:
             self._stop = True
             queued, self._queue = list(self._queue), deque()
             self._lock.notify_all()
@@ -189,7 +196,7 @@ class Runner:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
+        with self._mutex:
             left = [r.claim for r in self._running.values() if not r.abandoned]
         if left:
             logger.warning("worker {} stopping: releasing {} step(s) still running", self.worker_id, len(left))
@@ -203,7 +210,7 @@ class Runner:
         while True:
             if self.worker_mode and not self._queue:
                 self.wake()  # a thread ran out of work: claim more now, not at the next poll
-            with self._lock:
+            with self._mutex:
                 while not self._queue and not self._stop:
                     self._idle += 1
                     self._lock.wait()
@@ -228,12 +235,12 @@ class Runner:
         if caller and step.timeout_s:
             # A step that may overrun runs on a step thread: the caller must be able to
             # return when it times out, without waiting for the late handler.
-            with self._lock:
+            with self._mutex:
                 self._queue.append(claim)
                 self._lock.notify()
             return None
         running = _Running(claim, time.monotonic() + step.timeout_s if step.timeout_s else None)
-        with self._lock:
+        with self._mutex:
             self._running[claim.step_id] = running
         if running.deadline is not None:
             with self._house:
@@ -242,7 +249,7 @@ class Runner:
             outcome = self._outcome(claim, cache)
         except BaseException as exc:  # never lose a claim, whatever happened
             outcome = Outcome("fail", claim, error=f"internal error: {exc!r}", error_type=type(exc).__name__)
-        with self._lock:
+        with self._mutex:
             self._running.pop(claim.step_id, None)
             if running.abandoned:  # timed out: its late result is discarded
                 return None
@@ -253,7 +260,7 @@ class Runner:
 
     def _next(self, task_id: str) -> Claimed | None:
         """A queued claim to run on this thread: one of the same task first (locality)."""
-        with self._lock:
+        with self._mutex:
             if not self._queue or self._stop:
                 return None
             for i, queued in enumerate(self._queue):
@@ -285,9 +292,17 @@ class Runner:
         arrives then leads at once, without waiting for a sleeping thread to wake, and a
         nudged waiter that finds a leader busy goes back to sleep.
         """
-        slot.lock.acquire()  # held: no signal pending
         with self._outbox_lock:
-            self._outbox.append(slot)
+            lead = not self._leading and not self._outbox
+            if lead:  # nobody is committing or waiting: commit at once, nothing to wait on
+                self._leading = True
+            else:
+                slot.lock = threading.Lock()
+                slot.lock.acquire()  # held: no signal pending
+                self._outbox.append(slot)
+        if lead:
+            self._lead([slot])
+            return slot
         while True:
             with self._outbox_lock:
                 if slot.done:
@@ -299,29 +314,39 @@ class Runner:
             if not lead:
                 slot.lock.acquire()  # until a leader signals: done, or nudged
                 continue
-            try:
-                self._lead(batch)
-            finally:
-                with self._outbox_lock:
-                    self._leading = False
-                    if self._outbox and self._outbox[0].lock.locked():
-                        self._outbox[0].lock.release()  # work is left: nudge the oldest waiter
+            self._lead(batch)
 
     def _lead(self, slots: list[_Slot]) -> None:
+        """Commit ``slots`` as the leader, then dispatch what the commit changed.
+
+        The lead is handed on as soon as the transaction is over, so the next batch's
+        statements run while this thread dispatches the last one (a claim is handed out
+        only by that dispatch, so no later batch can hold an outcome of it).
+        """
+        done: tuple[Applied, set[int]] | None = None
         try:
-            self._commit_batch(slots)
+            done = self._commit_batch(slots)
+        finally:
+            with self._outbox_lock:
+                self._leading = False
+                if self._outbox and self._outbox[0].lock.locked():
+                    self._outbox[0].lock.release()  # work is left: nudge the oldest waiter
+        try:
+            if done is not None:
+                self._after(*done)
         finally:  # whatever happened, no follower sleeps forever
             with self._outbox_lock:
                 for s in slots:
                     s.done = True
-                    if s.lock.locked():  # a follower still asleep (the leader's own lock too)
+                    if s.lock is not None and s.lock.locked():  # a follower still asleep (the leader's too)
                         s.lock.release()
 
-    def _commit_batch(self, slots: list[_Slot]) -> None:
+    def _commit_batch(self, slots: list[_Slot]) -> tuple[Applied, set[int]] | None:
+        """Apply the slots' outcomes and new tasks in one transaction; give each slot its share."""
         batch = [out for s in slots for out in s.outcomes]
         creates = [s.create for s in slots if s.create is not None]
         if not batch and not creates:
-            return
+            return None
         try:
             applied = self.store.apply(
                 batch, self.worker_id, self.engine.lease_s, claim_successors=True, creates=creates
@@ -341,7 +366,7 @@ class Runner:
             for s in slots:
                 if s.create is not None:
                     s.error = exc
-            return
+            return None
         claims = list(applied.claimed)
         keep: set[int] = set()
         for s in slots:
@@ -351,7 +376,7 @@ class Runner:
                 s.claim = next((c for c in claims if c.task_id == s.keep and id(c) not in keep), None)
                 if s.claim is not None:
                     keep.add(id(s.claim))
-        self._after(applied, keep=keep)
+        return applied, keep
 
     def _after(self, applied: Applied, keep: set[int] | None = None) -> None:
         for out in applied.dropped:
@@ -360,12 +385,15 @@ class Runner:
                 out.claim.name, out.claim.task_id, out.claim.attempt,
             )
         timers = []
-        with self._lock:
+        with self._mutex:
             for out in applied.accepted:
                 if out.kind == "complete":
                     cache = self._cache.get(out.claim.task_id)
                     if cache is not None:
-                        cache.results[out.claim.name] = json.loads(out.result) if out.result is not None else None
+                        value = out.value
+                        if value is _DECODE:
+                            value = json.loads(out.result) if out.result is not None else None
+                        cache.results[out.claim.name] = value
                 elif out.kind == "retry":
                     timers.append((time.monotonic() + out.delay, out.claim.task_id))
             for parent in applied.woken_parents:
@@ -377,7 +405,7 @@ class Runner:
         # Events first: before a queued successor can run (and announce its own events), and
         # before waiters wake (execute_sync returns after its task's events).
         self.engine.announce(applied)
-        with self._lock:
+        with self._mutex:
             if others:
                 self._queue.extend(others)
                 self._lock.notify(len(others))
@@ -391,7 +419,7 @@ class Runner:
     # -- running one step ---------------------------------------------------------------
 
     def _load(self, claim: Claimed) -> _TaskCache | None:
-        with self._lock:
+        with self._mutex:
             cache = self._cache.get(claim.task_id)
         if cache is None:
             row = claim.task or self.store.task_rows([claim.task_id]).get(claim.task_id)
@@ -401,7 +429,7 @@ class Runner:
             if entry is not None and entry.fingerprint != row.fingerprint:
                 entry = None
             cache = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version))
-            with self._lock:
+            with self._mutex:
                 cache = self._cache.setdefault(claim.task_id, cache)
                 if not self.worker_mode:
                     self._tracked.add(claim.task_id)
@@ -428,27 +456,32 @@ class Runner:
         assert entry is not None
         step = entry.steps[claim.name]
         handler = entry.handlers[claim.name]
-        log = logger.bind(namespace=entry.namespace, workflow=entry.name, version=entry.version.text,
-                          task_id=claim.task_id, step=claim.name, attempt=claim.attempt)
-        ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context,
-                          dict(cache.results), log)
+        ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context, dict(cache.results))
         try:
-            result = asyncio.run(handler(ctx)) if inspect.iscoroutinefunction(handler) else handler(ctx)
+            result = asyncio.run(handler(ctx)) if self._is_async(handler) else handler(ctx)
         except Park as park:
-            log.debug("parked waiting for child task {}", park.child_id)
+            ctx.log.debug("parked waiting for child task {}", park.child_id)
             return Outcome("park", claim, child_id=park.child_id)
         except PermanentError as exc:
-            return self._failure(claim, step, exc, permanent=True, log=log)
+            return self._failure(claim, step, exc, permanent=True, log=ctx.log)
         except RetryableError as exc:
-            return self._failure(claim, step, exc, permanent=False, log=log, retry_after=exc.retry_after)
+            return self._failure(claim, step, exc, permanent=False, log=ctx.log, retry_after=exc.retry_after)
         except Exception as exc:
-            return self._failure(claim, step, exc, permanent=not step.retryable, log=log)
+            return self._failure(claim, step, exc, permanent=not step.retryable, log=ctx.log)
         try:
-            text = json.dumps(result, allow_nan=False)
+            text = to_json(result)
         except (TypeError, ValueError) as exc:
             bad = PermanentError(f"the handler's result is not JSON-serialisable: {exc}")
-            return self._failure(claim, step, bad, permanent=True, log=log)
-        return Outcome("complete", claim, result=text, successors=entry.successors[claim.name])
+            return self._failure(claim, step, bad, permanent=True, log=ctx.log)
+        # A scalar reads back from JSON as itself: successors on this worker can take it as is.
+        value = result if type(result) in _SCALARS else _DECODE
+        return Outcome("complete", claim, result=text, successors=entry.successors[claim.name], value=value)
+
+    def _is_async(self, handler: Callable[..., Any]) -> bool:
+        known = self._async.get(handler)
+        if known is None:
+            known = self._async[handler] = inspect.iscoroutinefunction(handler)
+        return known
 
     def _failure(
         self, claim: Claimed, step: Any, exc: BaseException, *, permanent: bool, log: Any,
@@ -487,13 +520,13 @@ class Runner:
                 elif self._tracked and now >= next_poll:
                     # A tracked task may have a step woken by a child another worker finished.
                     next_poll = now + self.poll_interval_s
-                    with self._lock:
+                    with self._mutex:
                         tracked = list(self._tracked)
                     for task_id in tracked:
                         self._add_timer(0.0, task_id)
                 if now >= next_renew:
                     next_renew = now + self.engine.lease_s / 3
-                    with self._lock:
+                    with self._mutex:
                         held = [r.claim.step_id for r in self._running.values() if not r.abandoned]
                         held += [c.step_id for c in self._queue]
                     with self._outbox_lock:
@@ -523,12 +556,12 @@ class Runner:
             until.append(self._timers[0][0] - now)
         if self.worker_mode or self._tracked:
             until.append(next_poll - now)
-        with self._lock:
+        with self._mutex:
             until.extend(r.deadline - now for r in self._running.values() if r.deadline is not None and not r.abandoned)
         return max(0.001, min(until))
 
     def _free(self) -> int:
-        with self._lock:
+        with self._mutex:
             return self._idle - len(self._queue)
 
     def _due_timers(self, now: float) -> None:
@@ -568,7 +601,7 @@ class Runner:
         # Announce before queueing: once queued, a step thread may finish the step and
         # announce its completion before this thread announced that it started.
         self.engine.announce(Applied(claimed=claimed), started)
-        with self._lock:
+        with self._mutex:
             self._queue.extend(claimed)
             self._lock.notify(len(claimed))
 
@@ -582,7 +615,7 @@ class Runner:
                 self._kick = True
 
     def _check_timeouts(self, now: float) -> None:
-        with self._lock:
+        with self._mutex:
             late = [r for r in self._running.values()
                     if r.deadline is not None and not r.abandoned and now > r.deadline]
             for running in late:

@@ -8,7 +8,7 @@ schema and runs the cold queries.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -24,6 +24,12 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.errors import StoreError
 from teamflow.store import pgsql, schema
+
+# Python's sqlite3 binds int, float and str directly, but looks for an adapter for every
+# None and bool first, and that failed lookup raises and discards an AttributeError (in
+# 3.11). These two adapters bind them exactly as before (NULL, 0/1), without the detour.
+sqlite3.register_adapter(type(None), {}.get)  # {}.get(None) is None: NULL
+sqlite3.register_adapter(bool, int)
 
 TERMINAL = ("completed", "failed", "cancelled")
 CHANNEL = "teamflow"
@@ -54,6 +60,9 @@ class Claimed:
     task: TaskRow | None = attrs.field(default=None, eq=False, repr=False)  # when the claim read it too
 
 
+DECODE: Any = object()  # Outcome.value when only the JSON text is at hand
+
+
 @attrs.define(slots=True)
 class Outcome:
     """What happened to one claimed step; the store applies a batch of them in one transaction."""
@@ -66,6 +75,7 @@ class Outcome:
     delay: float = 0.0
     successors: tuple[str, ...] = ()
     child_id: str | None = None
+    value: Any = attrs.field(default=DECODE, eq=False, repr=False)  # ``result`` decoded, or DECODE: not yet
 
 
 @attrs.define(slots=True)
@@ -79,6 +89,124 @@ class Applied:
     woken_parents: list[str] = attrs.field(factory=list)  # parent task ids with a step made ready
     started_tasks: list[str] = attrs.field(factory=list)
     created: dict[str, list[Claimed]] = attrs.field(factory=dict)  # new task id -> its claimed roots
+
+
+TASK_KEYS = (
+    "id", "namespace", "name", "version", "fingerprint", "context", "status", "parent_id", "parent_step",
+    "idempotency_key", "error_summary", "created_at", "finished_at", "request_hash",
+)
+STEP_KEYS = (
+    "id", "name", "status", "attempts", "max_attempts", "result", "error", "error_type", "started_at",
+    "finished_at", "resolved_by", "waiting_on", "deps_left", "next_attempt_at",
+)
+CHILD_KEYS = ("id", "parent_step", "call_ordinal", "namespace", "name", "version", "status")
+# SQLite: the task, its steps and its children in one statement (hence one snapshot).
+# Every arm has the same columns: a kind, 14 values and a sort key.
+_TASK_VIEW = (
+    f"SELECT 0, {', '.join(TASK_KEYS)}, 0 FROM tf_task WHERE id = ?1 "
+    f"UNION ALL SELECT 1, {', '.join(STEP_KEYS)}, id FROM tf_step WHERE task_id = ?1 "
+    f"UNION ALL SELECT 2, {', '.join(CHILD_KEYS)}, {', '.join(['NULL'] * (len(STEP_KEYS) - len(CHILD_KEYS)))}, "
+    "created_at FROM tf_task WHERE parent_id = ?1 ORDER BY 1, 16"
+)
+assert len(TASK_KEYS) == len(STEP_KEYS)
+
+
+_STEP_VALUES = {
+    "leased": "(?, ?, ?, ?, 'in_progress', 0, 1, ?, ?, {now}, {now}, ?, {now} + ?, {now})",
+    "ready": "(?, ?, ?, ?, 'pending', ?, 0, ?, ?, {now}, {now}, NULL, NULL, NULL)",
+    "pending": "(?, ?, ?, ?, 'pending', ?, 0, ?, ?, {now}, NULL, NULL, NULL, NULL)",
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _steps_insert(kinds: tuple[str, ...]) -> str:
+    """The insert of a new task's steps, one row per kind: leased (a root the creator runs),
+    ready (a root left to workers) or pending (waits for its dependencies)."""
+    return (
+        "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, "
+        "retryable, next_attempt_at, ready_at, lease_owner, lease_expires_at, started_at) VALUES "
+        + ", ".join(_STEP_VALUES[k] for k in kinds)
+        + " RETURNING id, name, status"
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _history_insert(rows: int) -> str:
+    """SQLite's history insert for this many rows (the statement text is built once per count)."""
+    return "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) " \
+        "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * rows)
+
+
+class _NoLock:
+    """The writer lock of a database that takes concurrent writers (PostgreSQL): no lock."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+class _Tx:
+    """``Store.tx()``: a class, not a generator, as it wraps every commit on the hot path."""
+
+    __slots__ = ("cur", "store")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        store = self.store
+        store._writer.acquire()
+        local = store._local
+        local.notify = False
+        try:
+            self.cur = cur = store._cursor()
+            cur.execute(store._begin)
+        except BaseException as exc:
+            store._writer.release()
+            failed = self._failed(exc, begun=False)
+            if failed is exc:
+                raise
+            raise failed from exc
+        local.in_tx = True
+        local.txcur = cur
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        store = self.store
+        local = store._local
+        try:
+            if exc is None:
+                try:
+                    if local.notify and store.dialect == "postgres":
+                        self.cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+                    self.cur.execute("COMMIT")
+                except BaseException as commit_exc:
+                    failed = self._failed(commit_exc, begun=True)
+                    if failed is commit_exc:
+                        raise
+                    raise failed from commit_exc
+                return
+            failed = self._failed(exc, begun=True)
+            if failed is not exc:
+                raise failed from exc
+        finally:
+            local.in_tx = False
+            local.txcur = None
+            store._writer.release()
+
+    def _failed(self, exc: BaseException, *, begun: bool) -> BaseException:
+        """Roll back; the exception to raise (a lost connection becomes StoreError)."""
+        store = self.store
+        if begun:
+            try:
+                self.cur.execute("ROLLBACK")
+            except Exception:
+                store.reset()  # the connection is gone; the server rolled back
+        if isinstance(exc, store._lost):
+            store.reset()
+            return store._db_error(exc)
+        return exc
 
 
 def _sqlite_path(url: str) -> str:
@@ -140,7 +268,7 @@ class Store:
         self._unreachable: tuple[type[BaseException], ...] = (pw.OperationalError, pw.InterfaceError, *self._lost)
         # SQLite has one writer: threads of this process queue here instead of in SQLite's
         # busy handler, which sleeps in milliseconds. PostgreSQL writers run concurrently.
-        self._writer: Any = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._writer: Any = threading.RLock() if self.dialect == "sqlite" else _NoLock()
         schema.proxy.initialize(self.db)
         self._bind()
 
@@ -235,32 +363,9 @@ class Store:
             return self.url.replace(f":{parsed.password}@", ":***@")
         return self.url
 
-    @contextmanager
-    def tx(self) -> Iterator[None]:
+    def tx(self) -> _Tx:
         """One short write transaction (``BEGIN IMMEDIATE`` on SQLite); NOTIFY at most once, at commit."""
-        with self._writer:
-            cur = self._cursor()
-            self._local.notify = False
-            try:
-                cur.execute(self._begin)
-                self._local.in_tx = True
-                self._local.txcur = cur
-                yield
-                if self._local.notify and self.dialect == "postgres":
-                    cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    cur.execute("ROLLBACK")
-                except Exception:
-                    self.reset()  # the connection is gone; the server rolled back
-                if isinstance(exc, self._lost):
-                    self.reset()
-                    raise self._db_error(exc) from exc
-                raise
-            finally:
-                self._local.in_tx = False
-                self._local.txcur = None
+        return _Tx(self)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -531,23 +636,16 @@ class Store:
                 task.get("request_hash"),
             ),
         )
-        values: list[str] = []
+        kinds: list[str] = []
         params: list[Any] = []
         for name, deps, max_attempts, retryable in steps:
             if claim and deps == 0:  # a root, leased to the worker that starts the task
-                values.append("(?, ?, ?, ?, 'in_progress', 0, 1, ?, ?, {now}, {now}, ?, {now} + ?, {now})")
+                kinds.append("leased")
                 params += (task_id, name, ns, route, max_attempts, retryable, claim_for, lease_s)
             else:
-                ready = "{now}" if deps == 0 else "NULL"
-                values.append(f"(?, ?, ?, ?, 'pending', ?, 0, ?, ?, {{now}}, {ready}, NULL, NULL, NULL)")
+                kinds.append("ready" if deps == 0 else "pending")
                 params += (task_id, name, ns, route, deps, max_attempts, retryable)
-        inserted = self.execute(
-            "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, "
-            "retryable, next_attempt_at, ready_at, lease_owner, lease_expires_at, started_at) VALUES "
-            + ", ".join(values)
-            + " RETURNING id, name, status",
-            params,
-        ).fetchall()
+        inserted = self.execute(_steps_insert(tuple(kinds)), params).fetchall()
         order = {name: i for i, (name, *_rest) in enumerate(steps)}
         claimed = sorted(
             (Claimed(r[0], task_id, r[1], 1) for r in inserted if r[2] == "in_progress"), key=lambda c: order[c.name]
@@ -590,11 +688,12 @@ class Store:
             self._last_seq = first + len(rows) - 1
         for start in range(0, len(rows), 100):
             chunk = rows[start : start + 100]
-            self.execute(
-                "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) "
-                "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * len(chunk)),
-                [v for i, (task_id, *rest) in enumerate(chunk, start=first + start) for v in (task_id, i, *rest)],
-            )
+            params: list[Any] = []
+            for i, row in enumerate(chunk, start=first + start):
+                params.append(row[0])
+                params.append(i)
+                params.extend(row[1:])
+            self.execute(_history_insert(len(chunk)), params)
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -745,61 +844,35 @@ class Store:
         return {name: (json.loads(result) if result is not None else None) for name, result in rows}
 
     def task(self, task_id: str) -> dict[str, Any] | None:
-        row = self.execute(
-            "SELECT id, namespace, name, version, fingerprint, context, status, parent_id, parent_step, "
-            "idempotency_key, error_summary, created_at, finished_at, request_hash FROM tf_task WHERE id = ?",
-            (task_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        keys = (
-            "id",
-            "namespace",
-            "name",
-            "version",
-            "fingerprint",
-            "context",
-            "status",
-            "parent_id",
-            "parent_step",
-            "idempotency_key",
-            "error_summary",
-            "created_at",
-            "finished_at",
-            "request_hash",
-        )
-        return dict(zip(keys, row, strict=True))
+        row = self.execute(f"SELECT {', '.join(TASK_KEYS)} FROM tf_task WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else dict(zip(TASK_KEYS, row, strict=True))
 
     def steps(self, task_id: str) -> list[dict[str, Any]]:
-        keys = (
-            "id",
-            "name",
-            "status",
-            "attempts",
-            "max_attempts",
-            "result",
-            "error",
-            "error_type",
-            "started_at",
-            "finished_at",
-            "resolved_by",
-            "waiting_on",
-            "deps_left",
-            "next_attempt_at",
-        )
-        rows = self.execute(
-            f"SELECT {', '.join(keys)} FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,)
-        )
-        return [dict(zip(keys, row, strict=True)) for row in rows.fetchall()]
+        rows = self.execute(f"SELECT {', '.join(STEP_KEYS)} FROM tf_step WHERE task_id = ? ORDER BY id", (task_id,))
+        return [dict(zip(STEP_KEYS, row, strict=True)) for row in rows.fetchall()]
 
     def children(self, task_id: str) -> list[dict[str, Any]]:
         rows = self.execute(
-            "SELECT id, parent_step, call_ordinal, namespace, name, version, status FROM tf_task "
-            "WHERE parent_id = ? ORDER BY created_at",
-            (task_id,),
+            f"SELECT {', '.join(CHILD_KEYS)} FROM tf_task WHERE parent_id = ? ORDER BY created_at", (task_id,)
         ).fetchall()
-        keys = ("id", "parent_step", "call_ordinal", "namespace", "name", "version", "status")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return [dict(zip(CHILD_KEYS, r, strict=True)) for r in rows]
+
+    def task_view(self, task_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+        """A task, its steps in order, and its children: (None, [], []) when there is no such task.
+
+        On SQLite one statement reads all three, which makes it one consistent snapshot.
+        """
+        if self.dialect != "sqlite":
+            return self.task(task_id), self.steps(task_id), self.children(task_id)
+        rows = self.execute(_TASK_VIEW, (task_id,)).fetchall()
+        if not rows or rows[0][0] != 0:
+            return None, [], []
+        width = len(STEP_KEYS) + 1
+        return (
+            dict(zip(TASK_KEYS, rows[0][1 : len(TASK_KEYS) + 1], strict=True)),
+            [dict(zip(STEP_KEYS, r[1:width], strict=True)) for r in rows if r[0] == 1],
+            [dict(zip(CHILD_KEYS, r[1 : len(CHILD_KEYS) + 1], strict=True)) for r in rows if r[0] == 2],
+        )
 
     def transitions(self, task_id: str) -> list[dict[str, Any]]:
         keys = ("step", "from_status", "to_status", "attempt", "actor", "detail", "at")
@@ -988,9 +1061,10 @@ class Store:
                     c.task_id, out.successors, worker if claim else None, lease_s, transitions
                 )
                 applied.claimed.extend(claimed)
-            self._transition(transitions)
             # Only a step with a successor left to run cannot have finished its task.
-            self._step_done(c.task_id, applied, last=released < len(out.successors) or not out.successors)
+            last = released < len(out.successors) or not out.successors
+            self._step_done(c.task_id, applied, last=last, transitions=transitions)
+            self._transition(transitions)
             return True
         if out.kind == "retry":
             ok = self._fence(
@@ -1072,12 +1146,15 @@ class Store:
         )
         return claimed, len(rows)
 
-    def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
+    def _step_done(
+        self, task_id: str, applied: Applied, last: bool = True, transitions: list[tuple[Any, ...]] | None = None
+    ) -> None:
         """A step completed (or was resolved): complete the task when it was the last one.
 
         SQLite asks the task's steps, and only when ``last`` says the step may have been the
         last (it has no successor left to run), so a step's commit leaves the task row alone.
         PostgreSQL keeps a counter on the task, which its one-statement completion uses.
+        History rows go to ``transitions`` when given (the caller inserts them), else straight in.
         """
         if self.dialect == "sqlite":
             if not last:
@@ -1099,7 +1176,11 @@ class Store:
             ).fetchone()
         if row is not None and row[0] == 0 and row[1] == "completed":
             applied.finished_tasks.append((task_id, "completed"))
-            self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
+            done = (task_id, None, "in_progress", "completed", None, None, None)
+            if transitions is None:
+                self._transition([done])
+            else:
+                transitions.append(done)
             if row[2] is not None:
                 self._wake(row[2], row[3], applied)
 
