@@ -28,7 +28,11 @@ from teamflow.store import pgsql, schema
 # Python's sqlite3 binds int, float and str directly, but looks for an adapter for every
 # None and bool first, and that failed lookup raises and discards an AttributeError (in
 # 3.11). These two adapters bind them exactly as before (NULL, 0/1), without the detour.
-sqlite3.register_adapter(type(None), {}.get)  # {}.get(None) is None: NULL
+def _null(value: None) -> None:
+    return None
+
+
+sqlite3.register_adapter(type(None), _null)
 sqlite3.register_adapter(bool, int)
 
 TERMINAL = ("completed", "failed", "cancelled")
