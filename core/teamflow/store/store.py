@@ -25,6 +25,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 from teamflow.errors import StoreError
 from teamflow.store import pgsql, schema
 
+
 # Python's sqlite3 binds int, float and str directly, but looks for an adapter for every
 # None and bool first, and that failed lookup raises and discards an AttributeError (in
 # 3.11). These two adapters bind them exactly as before (NULL, 0/1), without the detour.
