@@ -437,9 +437,11 @@ class Runner:
                 while len(self._cache) > CACHE_LIMIT:
                     del self._cache[next(iter(self._cache))]
         if cache.entry is not None:
-            deps = cache.entry.steps[claim.name].depends_on
-            if any(d not in cache.results for d in deps):
-                cache.results.update(self.store.results(claim.task_id))
+            results = cache.results
+            for dep in cache.entry.steps[claim.name].depends_on:
+                if dep not in results:  # finished elsewhere (another worker, an earlier run)
+                    results.update(self.store.results(claim.task_id))
+                    break
         return cache
 
     def _unservable(self, claim: Claimed, cache: _TaskCache | None) -> None:

@@ -135,6 +135,32 @@ def _steps_insert(kinds: tuple[str, ...]) -> str:
     )
 
 
+_FENCED: dict[str, str] = {}  # a fenced step update's assignments -> its statement
+
+
+@functools.lru_cache(maxsize=256)
+def _release_sql(successors: int, claim: bool) -> str:
+    """Count a finished dependency on ``successors`` pending steps (by name); with ``claim``,
+    the step that makes a successor ready also leases it, in the same statement."""
+    marks = ",".join("?" * successors)
+    if not claim:
+        return (
+            "UPDATE tf_step SET deps_left = deps_left - 1, ready_at = CASE WHEN deps_left = 1 THEN {now} "
+            f"ELSE ready_at END WHERE task_id = ? AND name IN ({marks}) AND status = 'pending'"
+        )
+    return (
+        "UPDATE tf_step SET deps_left = deps_left - 1, "
+        "ready_at = CASE WHEN deps_left = 1 THEN {now} ELSE ready_at END, "
+        "status = CASE WHEN deps_left = 1 THEN 'in_progress' ELSE status END, "
+        "attempts = CASE WHEN deps_left = 1 THEN attempts + 1 ELSE attempts END, "
+        "lease_owner = CASE WHEN deps_left = 1 THEN ? ELSE lease_owner END, "
+        "lease_expires_at = CASE WHEN deps_left = 1 THEN {now} + ? ELSE lease_expires_at END, "
+        "started_at = CASE WHEN deps_left = 1 THEN {now} ELSE started_at END "
+        f"WHERE task_id = ? AND name IN ({marks}) AND status = 'pending' "
+        "RETURNING id, task_id, name, attempts, status"
+    )
+
+
 @functools.lru_cache(maxsize=128)
 def _history_insert(rows: int) -> str:
     """SQLite's history insert for this many rows (the statement text is built once per count)."""
@@ -324,7 +350,7 @@ class Store:
         """
         cur = self._local.__dict__.get("txcur") or self._cursor()
         try:
-            cur.execute(self.sql(text), params)
+            cur.execute(self._sql_cache.get(text) or self.sql(text), params)
         except self._lost as exc:
             if not getattr(self._local, "in_tx", False):
                 self.reset()
@@ -1039,11 +1065,13 @@ class Store:
             (applied.accepted if out.claim.step_id in done else applied.dropped).append(out)
 
     def _fence(self, assignments: str, out: Outcome, worker: str, params: Sequence[Any] = ()) -> bool:
-        cur = self.execute(
-            f"UPDATE tf_step SET {assignments} WHERE id = ? AND lease_owner = ? AND attempts = ? "
-            "AND status = 'in_progress'",
-            (*params, out.claim.step_id, worker, out.claim.attempt),
-        )
+        sql = _FENCED.get(assignments)
+        if sql is None:
+            sql = _FENCED[assignments] = (
+                f"UPDATE tf_step SET {assignments} WHERE id = ? AND lease_owner = ? AND attempts = ? "
+                "AND status = 'in_progress'"
+            )
+        cur = self.execute(sql, (*params, out.claim.step_id, worker, out.claim.attempt))
         return bool(cur.rowcount)
 
     def _apply_one(self, out: Outcome, worker: str, lease_s: float, claim: bool, applied: Applied) -> bool:
@@ -1123,28 +1151,12 @@ class Store:
         transitions: list[tuple[Any, ...]],
     ) -> tuple[list[Claimed], int]:
         """Count a finished dependency on each pending successor. Returns (claims, successors updated)."""
-        marks = self.placeholders(len(successors))
         if worker is None:
-            cur = self.execute(
-                "UPDATE tf_step SET deps_left = deps_left - 1, ready_at = CASE WHEN deps_left = 1 THEN {now} "
-                f"ELSE ready_at END WHERE task_id = ? AND name IN ({marks}) AND status = 'pending'",
-                (task_id, *successors),
-            )
+            cur = self.execute(_release_sql(len(successors), False), (task_id, *successors))
             self.notify()
             return [], int(cur.rowcount or 0)
         # The step that makes a successor ready claims it in the same statement.
-        rows = self.execute(
-            "UPDATE tf_step SET deps_left = deps_left - 1, "
-            "ready_at = CASE WHEN deps_left = 1 THEN {now} ELSE ready_at END, "
-            "status = CASE WHEN deps_left = 1 THEN 'in_progress' ELSE status END, "
-            "attempts = CASE WHEN deps_left = 1 THEN attempts + 1 ELSE attempts END, "
-            "lease_owner = CASE WHEN deps_left = 1 THEN ? ELSE lease_owner END, "
-            "lease_expires_at = CASE WHEN deps_left = 1 THEN {now} + ? ELSE lease_expires_at END, "
-            "started_at = CASE WHEN deps_left = 1 THEN {now} ELSE started_at END "
-            f"WHERE task_id = ? AND name IN ({marks}) AND status = 'pending' "
-            "RETURNING id, task_id, name, attempts, status",
-            (worker, lease_s, task_id, *successors),
-        ).fetchall()
+        rows = self.execute(_release_sql(len(successors), True), (worker, lease_s, task_id, *successors)).fetchall()
         claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4] == "in_progress"]
         transitions.extend(
             (c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed
