@@ -164,7 +164,7 @@ def _release_sql(successors: int, claim: bool) -> str:
 @functools.lru_cache(maxsize=128)
 def _history_insert(rows: int) -> str:
     """SQLite's history insert for this many rows (the statement text is built once per count)."""
-    return "INSERT INTO tf_transition (task_id, id, step, from_status, to_status, attempt, actor, detail, at) " \
+    return "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, id, at) " \
         "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * rows)
 
 
@@ -718,12 +718,11 @@ class Store:
             first = max(self._last_seq + 1, time.time_ns())
             self._last_seq = first + len(rows) - 1
         for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100]
+            chunk = rows[start : start + 100] if len(rows) > 100 else rows
             params: list[Any] = []
             for i, row in enumerate(chunk, start=first + start):
-                params.append(row[0])
+                params.extend(row)
                 params.append(i)
-                params.extend(row[1:])
             self.execute(_history_insert(len(chunk)), params)
 
     # -- claiming ---------------------------------------------------------------------
