@@ -38,6 +38,11 @@ def noop(ctx: StepContext) -> dict[str, Any]:
     return {"step": ctx.step}
 
 
+def logs(ctx: StepContext) -> str:
+    ctx.log.info("hello from {}", ctx.step)
+    return "logged"
+
+
 def slow(ctx: StepContext) -> dict[str, Any]:
     record(ctx, "start")
     time.sleep(float(ctx.context.get("sleep", 0.3)))

@@ -375,6 +375,79 @@ def test_events_fire_in_order_and_a_broken_subscriber_harms_nobody(make_host) ->
     assert recorder.events == [("task.created", None), ("task.cancelled", None)]
 
 
+class TaskRecorder:
+    def __init__(self) -> None:
+        self.events: dict[str, list[tuple[str, str | None]]] = {}
+        self.lock = threading.Lock()
+
+    @hookimpl
+    def teamflow_task_event(self, event) -> None:
+        if event.step == "left" and event.kind == "step.completed":
+            time.sleep(0.005)  # slow on one branch: the other branch's later commit must wait for it
+        with self.lock:
+            self.events.setdefault(event.task_id, []).append((event.kind, event.step))
+
+
+def test_events_keep_their_order_when_commits_are_grouped(make_host) -> None:
+    # Several callers at once: outcomes of different tasks share commits, and each task's
+    # events must still come in the order its changes happened.
+    recorder = TaskRecorder()
+    host = make_host(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin()), ("audit", recorder))
+    results: list[TaskResult] = []
+
+    def run() -> None:
+        for _ in range(10):
+            results.append(host.execute_sync(req("diamond", sleep=0)))
+
+    callers = [threading.Thread(target=run) for _ in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(60)
+    assert len(results) == 40 and {r.status for r in results} == {"completed"}
+    for result in results:
+        events = recorder.events[result.id]
+        at = {event: i for i, event in enumerate(events)}
+        assert events[0] == ("task.created", None) and events[-1] == ("task.completed", None), events
+        assert len(events) == len(at) == 3 + 2 * 4, events
+        for step in ("top", "left", "right", "bottom"):
+            assert at[("step.started", step)] < at[("step.completed", step)], events
+        assert at[("step.completed", "top")] < min(at[("step.started", "left")], at[("step.started", "right")])
+        assert max(at[("step.completed", "left")], at[("step.completed", "right")]) < at[
+            ("step.started", "bottom")
+        ], events
+
+
+def test_a_steps_log_is_bound_to_its_task_and_step(make_host) -> None:
+    from loguru import logger
+
+    class Logging(BetaPlugin):
+        @hookimpl
+        def teamflow_workflows(self):
+            from flows import Step, Workflow, logs
+
+            return [Workflow("beta", "logs", "1.0.0", [Step("speak", logs)])]
+
+    records: list[dict] = []
+    sink = logger.add(lambda message: records.append(message.record), level="INFO")
+    try:
+        host = make_host(("team-alpha", AlphaPlugin()), ("team-beta", Logging()))
+        result = host.execute_sync(req("logs", ns="beta"))
+    finally:
+        logger.remove(sink)
+    assert result.step("speak").result == "logged"
+    said = [r for r in records if r["message"] == "hello from speak"]
+    assert len(said) == 1
+    assert {k: said[0]["extra"].get(k) for k in ("namespace", "workflow", "version", "task_id", "step", "attempt")} == {
+        "namespace": "beta",
+        "workflow": "logs",
+        "version": "1.0.0",
+        "task_id": result.id,
+        "step": "speak",
+        "attempt": 1,
+    }
+
+
 # -- leases -----------------------------------------------------------------------------------
 
 

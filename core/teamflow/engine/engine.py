@@ -73,7 +73,7 @@ class Engine:
         self.lease_s = lease_s
         self.worker_id = worker_id
         self.runner: Runner | None = None
-        self._events = plugins.has_event_subscribers()
+        self.has_events = plugins.has_event_subscribers()  # any teamflow_task_event implementation
 
     # -- requests ---------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class Engine:
                           json.loads(task["context"]), "in_progress", task.get("parent_id"), task.get("parent_step"))
             for c in claimed:
                 c.task = row
-        if self._events:
+        if self.has_events:
             self.fire("task.created", task_id, entry)
             if claimed:
                 self.fire("task.started", task_id, entry)
@@ -363,7 +363,7 @@ class Engine:
 
     def announce(self, applied: Applied, started: Sequence[str] = ()) -> None:
         """Fire the events of a committed batch, in the order the changes happened."""
-        if not self._events:
+        if not self.has_events:
             return
         rows = self.store.task_rows(
             sorted(

@@ -319,13 +319,19 @@ class Runner:
     def _lead(self, slots: list[_Slot]) -> None:
         """Commit ``slots`` as the leader, then dispatch what the commit changed.
 
-        The lead is handed on as soon as the transaction is over, so the next batch's
-        statements run while this thread dispatches the last one (a claim is handed out
-        only by that dispatch, so no later batch can hold an outcome of it).
+        Without event subscribers the lead is handed on as soon as the transaction is over,
+        so the next batch's statements run while this thread dispatches the last one (a
+        claim is handed out only by that dispatch, so no later batch can hold an outcome of
+        it). With subscribers a batch's events must all fire before the next batch's, so the
+        lead is handed on after the dispatch.
         """
         done: tuple[Applied, set[int]] | None = None
         try:
             done = self._commit_batch(slots)
+            if done is not None and self.engine.has_events:
+                applied, keep = done
+                done = None
+                self._after(applied, keep)
         finally:
             with self._outbox_lock:
                 self._leading = False
