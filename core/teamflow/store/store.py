@@ -202,6 +202,8 @@ class _Tx:
             raise failed from exc
         local.in_tx = True
         local.txcur = cur
+        if store.dialect == "sqlite":
+            local.history = []  # see Store._transition
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         store = self.store
@@ -209,6 +211,9 @@ class _Tx:
         try:
             if exc is None:
                 try:
+                    history, local.history = local.__dict__.get("history"), None
+                    if history:
+                        store._insert_history(history)
                     if local.notify and store.dialect == "postgres":
                         self.cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
                     self.cur.execute("COMMIT")
@@ -224,6 +229,7 @@ class _Tx:
         finally:
             local.in_tx = False
             local.txcur = None
+            local.history = None
             store._writer.release()
 
     def _failed(self, exc: BaseException, *, begun: bool) -> BaseException:
@@ -703,7 +709,18 @@ class Store:
         return started
 
     def _transition(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Append to the history: rows of (task, step, from, to, attempt, actor, detail)."""
+        """Append to the history: rows of (task, step, from, to, attempt, actor, detail).
+
+        Inside a SQLite transaction the rows wait, in order, for its commit: one insert
+        then carries a whole batch's history.
+        """
+        pending = self._local.__dict__.get("history")
+        if pending is not None:
+            pending.extend(rows)
+            return
+        self._insert_history(rows)
+
+    def _insert_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.dialect == "postgres":
             self.executemany(
                 "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at) "
@@ -717,8 +734,10 @@ class Store:
         with self._seq_lock:
             first = max(self._last_seq + 1, time.time_ns())
             self._last_seq = first + len(rows) - 1
-        for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100] if len(rows) > 100 else rows
+        # Chunks of at most 16 rows: each row count is a statement of its own in every
+        # connection's statement cache, and a big one costs memory (a worker has many).
+        for start in range(0, len(rows), 16):
+            chunk = rows[start : start + 16] if len(rows) > 16 else rows
             params: list[Any] = []
             for i, row in enumerate(chunk, start=first + start):
                 params.extend(row)
