@@ -1,11 +1,13 @@
-"""teamflow benchmarks: `nox -s bench [-- SECTION ...] [--tasks N]`.
+"""teamflow benchmarks: `nox -s bench [-- SECTION ...] [--tasks N] [--repeat R]`.
 
 Sections (default: all but the long peer comparison, which `peers` adds):
   startup  host start-up with the three team plugins + 200 generated plugin
            distributions holding 2,000 workflow versions; RSS
   resolve  Registry.resolve() latency on a registry of 10,000 versions
   sqlite   N tasks (4-step chain and diamond, no-op steps) through execute_sync in one
-           process (FULL and NORMAL), and execute_async drained by 1 and 2 worker processes
+           process (FULL and NORMAL; 1 and 8 caller threads; median of R runs, each also
+           as a share of the commit ceiling measured just before it), and execute_async
+           drained by 1 and 2 worker processes
   pg       the same drain on PostgreSQL (TEAMFLOW_BENCH_POSTGRES_URL, default local test db)
            (workers run `--concurrency 32`, TEAMFLOW_BENCH_CONCURRENCY: no-op steps wait on
            the database, not the CPU, so more steps in flight means bigger group commits)
@@ -326,58 +328,69 @@ def _drain(url: str, shape: str, n: int, workers: int, site: Path, tmp: Path) ->
     }
 
 
-def sqlite_ceilings(tmp: Path) -> dict[str, float]:
-    """Single-row INSERT+COMMIT transactions per second on this disk, WAL, per ``synchronous``.
+def sqlite_ceiling(tmp: Path, synchronous: str) -> float:
+    """Single-row INSERT+COMMIT transactions per second on this disk, WAL, with ``synchronous``.
 
     The engine's goals are stated against these (a step costs at least one commit unless
-    commits are shared), so the sqlite table prints steps/s as a share of them.
+    commits are shared), so the sqlite table prints steps/s as a share of the ceiling
+    measured just before each run: this machine's speed drifts within minutes.
     """
     import sqlite3
 
-    ceilings = {}
-    for synchronous, count in (("FULL", 2000), ("NORMAL", 20000)):
-        path = tmp / f"ceiling-{synchronous}.db"
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=wal")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        t0 = time.perf_counter()
-        for _ in range(count):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t (v) VALUES ('x')")
-            conn.execute("COMMIT")
-        ceilings[synchronous] = count / (time.perf_counter() - t0)
-        conn.close()
-    return ceilings
+    count = 2000 if synchronous == "FULL" else 20000
+    path = tmp / f"ceiling-{uuid.uuid4().hex[:6]}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    t0 = time.perf_counter()
+    for _ in range(count):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES ('x')")
+        conn.execute("COMMIT")
+    ceiling = count / (time.perf_counter() - t0)
+    conn.close()
+    return ceiling
 
 
-def bench_engine(tmp: Path, n: int, backend: str) -> list[dict[str, Any]]:
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[str, Any]]:
     site = tmp / "bench-site"
     install_dist(site, "teamflow-bench", "bench = benchplugin")
     rows = []
     if backend == "sqlite":
-        ceilings = sqlite_ceilings(tmp)
-        table(
-            "SQLite commit ceilings (one connection, WAL, single-row INSERT+COMMIT)",
-            [{"sync": k, "commits_per_s": v} for k, v in ceilings.items()],
-        )
         for synchronous in ("FULL", "NORMAL"):
             for threads in (1, 8):
                 for shape in ("chain", "diamond"):
-                    url = f"sqlite:///{tmp}/sync-{uuid.uuid4().hex[:6]}.db"
-                    r = _sync_run(url, shape, n, threads, synchronous, site)
+                    runs, shares, ceilings, bad = [], [], [], 0
+                    for _ in range(repeat):
+                        ceiling = sqlite_ceiling(tmp, synchronous)
+                        url = f"sqlite:///{tmp}/sync-{uuid.uuid4().hex[:6]}.db"
+                        r = _sync_run(url, shape, n, threads, synchronous, site)
+                        steps_per_s = 4 * r["tasks"] / r["elapsed"]
+                        runs.append(steps_per_s)
+                        shares.append(steps_per_s / ceiling)
+                        ceilings.append(ceiling)
+                        bad += r["bad"]
                     rows.append(
                         {
                             "mode": f"execute_sync x{threads} threads",
                             "sync": synchronous,
                             "shape": shape,
-                            "tasks": r["tasks"],
-                            "tasks_per_s": r["tasks"] / r["elapsed"],
-                            "steps_per_s": 4 * r["tasks"] / r["elapsed"],
-                            # the goals: FULL 4,000 of ~5,900 commits/s, NORMAL 8,000 of ~100,000
-                            "steps_per_ceiling_commit": 4 * r["tasks"] / r["elapsed"] / ceilings[synchronous],
+                            "tasks": n,
+                            "runs": repeat,
+                            "steps_per_s": _median(runs),
+                            "min": min(runs),
+                            "max": max(runs),
+                            "ceiling_commits_per_s": _median(ceilings),
+                            # each run against the ceiling measured just before it; the goals:
+                            # FULL 4,000 of ~5,900 commits/s, NORMAL 8,000 of ~100,000
+                            "steps_per_ceiling_commit": _median(shares),
                             "goal": 4000 / 5900 if synchronous == "FULL" else 8000 / 100000,
-                            "failed": r["bad"],
+                            "failed": bad,
                         }
                     )
     for workers in (1, 2):
@@ -504,6 +517,7 @@ def main() -> None:
     parser.add_argument("sections", nargs="*", default=["startup", "resolve", "sqlite", "pg", "http"])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--peer-tasks", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each in-process SQLite case (median)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     tmp = Path(tempfile.mkdtemp(prefix="teamflow-bench-"))
@@ -514,7 +528,7 @@ def main() -> None:
         if "resolve" in args.sections:
             bench_resolve()
         if "sqlite" in args.sections:
-            bench_engine(tmp, args.tasks, "sqlite")
+            bench_engine(tmp, args.tasks, "sqlite", max(1, args.repeat))
         pg_rows: list[dict[str, Any]] = []
         if "pg" in args.sections or "peers" in args.sections:
             pg_rows = bench_engine(tmp, args.tasks if "pg" in args.sections else args.peer_tasks, "pg")
