@@ -63,7 +63,7 @@ def serve(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks; prints the figures (see benchmarks/README.md)."""
+    """Benchmarks; prints the figures (sections and options: benchmarks/run.py)."""
     # the peers measured against on the same PostgreSQL (see benchmarks/peers_pg.py)
     _install_checkout(session, "httpx", "dbos==3.4.0", "procrastinate==3.10.0", "psycopg[binary]==3.3.9")
     session.run("python", "benchmarks/run.py", *session.posargs)
