@@ -105,6 +105,22 @@ def test_history_keeps_its_order_per_task(make_host) -> None:
         ]
 
 
+def test_a_transactions_history_is_written_whole_and_in_order_at_commit(make_host) -> None:
+    # On SQLite a transaction's history rows wait for its commit and go out in chunks of
+    # 16; a rolled-back transaction leaves none.
+    host = make_host()
+    store, task_id = host.store, host.execute_async(req("chain"))
+    rows = [(task_id, None, "pending", "pending", n, "test", f"row {n}") for n in range(40)]
+    with store.tx():
+        store._transition(rows[:3])
+        store._transition(rows[3:])
+    with pytest.raises(RuntimeError), store.tx():
+        store._transition([(task_id, None, "pending", "pending", 99, "test", "rolled back")])
+        raise RuntimeError("roll back")
+    details = [t["detail"] for t in store.transitions(task_id) if t["actor"] == "test"]
+    assert details == [f"row {n}" for n in range(40)]
+
+
 def test_task_ids_are_uuid7_in_creation_order() -> None:
     ids = [new_task_id() for _ in range(200)]
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
