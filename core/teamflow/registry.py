@@ -130,6 +130,7 @@ class WorkflowEntry:
     order: tuple[str, ...]  # steps in a topological order
     steps: dict[str, Step]
     successors: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    dependencies: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     step_rows: tuple[tuple[str, int, int, bool], ...] = ()  # (name, deps, max attempts, retryable)
     route: str = ""
     _validator: Any = None
@@ -307,6 +308,7 @@ def _compile(workflow: Any, source: Source) -> WorkflowEntry:
         successors={
             s.name: tuple(o.name for o in workflow.steps if s.name in o.depends_on) for s in workflow.steps
         },
+        dependencies={s.name: tuple(s.depends_on) for s in workflow.steps},
         route=route_key(workflow.namespace, workflow.name, version.text, digest),
         step_rows=tuple(
             (s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps

@@ -247,7 +247,7 @@ class Engine:
         if row is None:
             raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
         entry = self.registry.get(row["namespace"], row["name"], row["version"])
-        deps = {name: tuple(step.depends_on) for name, step in entry.steps.items()} if entry else {}
+        deps = entry.dependencies if entry else {}
         kids: dict[str, list[str]] = {}
         for child in children:
             kids.setdefault(child["parent_step"], []).append(child["id"])

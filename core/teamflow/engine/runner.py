@@ -405,22 +405,29 @@ class Runner:
             for parent in applied.woken_parents:
                 if parent in self._tracked or self.worker_mode:
                     timers.append((0.0, parent))
-        others = [c for c in applied.claimed if id(c) not in (keep or ())]
+            if not self.engine.has_events:
+                self._dispatch(applied, keep)
         for timer in timers:
             self._add_timer(*timer)
-        # Events first: before a queued successor can run (and announce its own events), and
-        # before waiters wake (execute_sync returns after its task's events).
-        self.engine.announce(applied)
-        with self._mutex:
-            if others:
-                self._queue.extend(others)
-                self._lock.notify(len(others))
-            for task_id, _status in applied.finished_tasks:
-                self._tracked.discard(task_id)
-                self._cache.pop(task_id, None)
-                event = self._waiters.pop(task_id, None)
-                if event is not None:
-                    event.set()
+        if self.engine.has_events:
+            # Events first: before a queued successor can run (and announce its own events),
+            # and before waiters wake (execute_sync returns after its task's events).
+            self.engine.announce(applied)
+            with self._mutex:
+                self._dispatch(applied, keep)
+
+    def _dispatch(self, applied: Applied, keep: set[int] | None) -> None:
+        """Queue the claims no committing thread kept; wake the waiters of finished tasks (under ``_mutex``)."""
+        others = [c for c in applied.claimed if id(c) not in keep] if keep else applied.claimed
+        if others:
+            self._queue.extend(others)
+            self._lock.notify(len(others))
+        for task_id, _status in applied.finished_tasks:
+            self._tracked.discard(task_id)
+            self._cache.pop(task_id, None)
+            event = self._waiters.pop(task_id, None)
+            if event is not None:
+                event.set()
 
     # -- running one step ---------------------------------------------------------------
 
