@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from teamflow import Host, TaskRequest
-from teamflow.config import load_config
+from teamflow.config import HostConfig, load_config
 from teamflow.engine.engine import new_task_id
 from teamflow.errors import ConfigError, StoreError
 from teamflow.store import Claimed, Outcome, Store, schema
@@ -119,6 +119,26 @@ def test_a_transactions_history_is_written_whole_and_in_order_at_commit(make_hos
         raise RuntimeError("roll back")
     details = [t["detail"] for t in store.transitions(task_id) if t["actor"] == "test"]
     assert details == [f"row {n}" for n in range(40)]
+
+
+def test_a_background_thread_copies_the_wal_into_the_database(tmp_path) -> None:
+    # The writers' own checkpoint is set out of reach (a million pages), so only the
+    # background checkpointer can copy committed pages into the database file: without it
+    # the file keeps its empty size and every page stays in the WAL.
+    db = tmp_path / "wal.db"
+    config = HostConfig(database_url=f"sqlite:///{db}", sqlite_wal_autocheckpoint=1_000_000)
+    host = Host(config=config, plugins=[("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())],
+                discover=False, migrate=True)
+    try:
+        empty = db.stat().st_size
+        for _ in range(300):
+            assert host.execute_sync(req("chain")).status == "completed"
+        checkpointer = host.store._checkpointer
+        assert checkpointer is not None and checkpointer.running
+        wait_for(lambda: db.stat().st_size > empty + 500_000)
+    finally:
+        host.close()
+    assert not checkpointer.running  # close() stops the thread
 
 
 def test_task_ids_are_uuid7_in_creation_order() -> None:

@@ -24,6 +24,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.errors import StoreError
 from teamflow.store import pgsql, schema
+from teamflow.store.checkpoint import Checkpointer
 
 
 # Python's sqlite3 binds int, float and str directly, but looks for an adapter for every
@@ -222,6 +223,8 @@ class _Tx:
                     if failed is commit_exc:
                         raise
                     raise failed from commit_exc
+                if store._checkpointer is not None:
+                    store._checkpointer.committed()
                 return
             failed = self._failed(exc, begun=True)
             if failed is not exc:
@@ -292,6 +295,8 @@ class Store:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+        path = _sqlite_path(url) if self.dialect == "sqlite" else ":memory:"
+        self._checkpointer = Checkpointer(path) if path != ":memory:" else None
         # Driver errors that mean the connection or the server is gone (retry later), and
         # unique-key violations (idempotency races).
         if self.dialect == "sqlite":
@@ -431,6 +436,8 @@ class Store:
         self._local.notify = True
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if not self.db.is_closed():
             self.db.close()
 
