@@ -32,8 +32,10 @@ class Checkpointer:
         self._lock = threading.Lock()
 
     def committed(self) -> None:
-        """Count a commit; every ``EVERY`` commits wake the checkpointer (started on the first)."""
-        self._commits += 1  # a lost increment under a race only delays one checkpoint
+        """Count a commit (called under the store's writer lock); every ``EVERY`` commits wake
+        the checkpointer, whose thread starts on the first wake (short-lived commands never
+        start it)."""
+        self._commits += 1
         if self._commits % EVERY:
             return
         if self._thread is None:
