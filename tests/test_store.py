@@ -230,19 +230,29 @@ def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_
     assert done.status == "completed" and done.step("s1").attempts == 1
 
 
-def test_a_task_is_read_from_one_snapshot(sqlite_host: Host) -> None:
-    # get_task reads the task, its steps and its children: a change committed between
-    # those reads must not show up in some of them only.
+def test_a_task_is_read_from_one_snapshot(sqlite_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    # get_task reads the task, its steps and its children: a change committed while it
+    # reads (here: a cancel, as soon as the task row has been queried) must not show up in
+    # some of them only.
     host, store = sqlite_host, sqlite_host.store
     task_id = host.execute_async(req("chain"))
-    with store.snapshot():
-        assert store.task(task_id)["status"] == "pending"  # type: ignore[index]
-        canceller = threading.Thread(target=host.cancel, args=(task_id,))
-        canceller.start()
-        canceller.join(10)
-        assert {s["status"] for s in store.steps(task_id)} == {"pending"}
-    assert {s["status"] for s in store.steps(task_id)} == {"cancelled"}
-    assert host.get_task(task_id).status == "cancelled"
+    execute, fired = store.execute, []
+
+    def cancel_after_the_task_is_read(text: str, params=()):
+        cursor = execute(text, params)
+        if not fired and "FROM tf_task WHERE id = " in text:
+            fired.append(text)
+            canceller = threading.Thread(target=host.cancel, args=(task_id,))
+            canceller.start()
+            canceller.join(10)
+        return cursor
+
+    monkeypatch.setattr(store, "execute", cancel_after_the_task_is_read)
+    seen = host.get_task(task_id)
+    assert fired
+    assert seen.status == "pending" and {s.status for s in seen.steps} == {"pending"}
+    after = host.get_task(task_id)
+    assert after.status == "cancelled" and {s.status for s in after.steps} == {"cancelled"}
 
 
 # -- batched completions ------------------------------------------------------------------------

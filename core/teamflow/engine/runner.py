@@ -36,7 +36,7 @@ from teamflow.errors import PermanentError, RetryableError, StoreError
 from teamflow.registry import WorkflowEntry
 from teamflow.serialization import to_json
 from teamflow.store import DECODE as _DECODE
-from teamflow.store import Applied, Claimed, Outcome, TaskRow
+from teamflow.store import Applied, Claimed, Outcome, StepRow, TaskRow
 
 UNSERVABLE_DELAY_S = 5.0
 CACHE_LIMIT = 4096
@@ -60,7 +60,7 @@ class _Slot:
 
     outcomes: list[Outcome]
     keep: str | None
-    create: tuple[dict[str, Any], Sequence[tuple[str, int, int, bool]]] | None = None
+    create: tuple[dict[str, Any], Sequence[StepRow]] | None = None
     claim: Claimed | None = None
     created: list[Claimed] = attrs.field(factory=list)
     error: StoreError | None = None
@@ -271,7 +271,7 @@ class Runner:
 
     # -- committing -------------------------------------------------------------------
 
-    def create(self, task: dict[str, Any], steps: Sequence[tuple[str, int, int, bool]]) -> list[Claimed]:
+    def create(self, task: dict[str, Any], steps: Sequence[StepRow]) -> list[Claimed]:
         """Store a new task and lease its roots to this runner, in the next group commit."""
         slot = self._commit_slot(_Slot([], None, (task, steps)))
         if slot.error is not None:

@@ -1,5 +1,5 @@
 """The store: peewee models and every SQL statement (``store.py`` owns the SQL)."""
 
-from teamflow.store.store import DECODE, Applied, Claimed, Outcome, Store, TaskRow
+from teamflow.store.store import DECODE, Applied, Claimed, Outcome, StepRow, Store, TaskRow
 
-__all__ = ["DECODE", "Applied", "Claimed", "Outcome", "Store", "TaskRow"]
+__all__ = ["DECODE", "Applied", "Claimed", "Outcome", "StepRow", "Store", "TaskRow"]

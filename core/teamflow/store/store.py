@@ -13,8 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -53,6 +52,9 @@ class TaskRow:
     status: str
     parent_id: str | None
     parent_step: str | None
+
+
+StepRow = tuple[str, int, int, bool]  # a new step: (name, dependencies, max attempts, retryable)
 
 
 @attrs.define(slots=True)
@@ -136,7 +138,13 @@ def _steps_insert(kinds: tuple[str, ...]) -> str:
     )
 
 
-_FENCED: dict[str, str] = {}  # a fenced step update's assignments -> its statement
+@functools.lru_cache(maxsize=32)
+def _fenced_sql(assignments: str) -> str:
+    """An update of a claimed step that only its lease holder, at its attempt, may make."""
+    return (
+        f"UPDATE tf_step SET {assignments} WHERE id = ? AND lease_owner = ? AND attempts = ? "
+        "AND status = 'in_progress'"
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -264,10 +272,14 @@ class Store:
         self.url = url
         scheme = urlparse(url).scheme
         self._local = threading.local()
+        self._checkpointer: Checkpointer | None = None
         if scheme.startswith("sqlite"):
             self.dialect = "sqlite"
+            path = _sqlite_path(url)
+            if path != ":memory:":
+                self._checkpointer = Checkpointer(path)
             self.db: pw.Database = pw.SqliteDatabase(
-                _sqlite_path(url),
+                path,
                 pragmas={
                     "journal_mode": "wal",
                     "synchronous": synchronous,
@@ -295,8 +307,6 @@ class Store:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
-        path = _sqlite_path(url) if self.dialect == "sqlite" else ":memory:"
-        self._checkpointer = Checkpointer(path) if path != ":memory:" else None
         # Driver errors that mean the connection or the server is gone (retry later), and
         # unique-key violations (idempotency races).
         if self.dialect == "sqlite":
@@ -408,28 +418,6 @@ class Store:
     def tx(self) -> _Tx:
         """One short write transaction (``BEGIN IMMEDIATE`` on SQLite); NOTIFY at most once, at commit."""
         return _Tx(self)
-
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """Several reads as one consistent read transaction (SQLite; one lock round instead of one per query)."""
-        if self.dialect != "sqlite" or getattr(self._local, "in_tx", False):
-            yield
-            return
-        cur = self._cursor()
-        try:
-            cur.execute("BEGIN")
-        except self._lost as exc:
-            self.reset()
-            raise self._db_error(exc) from exc
-        self._local.in_tx = True
-        try:
-            yield
-        finally:
-            self._local.in_tx = False
-            try:
-                cur.execute("COMMIT")
-            except self._lost:
-                self.reset()
 
     def notify(self) -> None:
         """Ask for one NOTIFY when the current transaction commits (PostgreSQL only)."""
@@ -628,7 +616,7 @@ class Store:
     def create_task(
         self,
         task: dict[str, Any],
-        steps: Sequence[tuple[str, int, int, bool]],
+        steps: Sequence[StepRow],
         *,
         claim_for: str | None,
         lease_s: float,
@@ -647,7 +635,7 @@ class Store:
     def insert_task(
         self,
         task: dict[str, Any],
-        steps: Sequence[tuple[str, int, int, bool]],
+        steps: Sequence[StepRow],
         *,
         claim_for: str | None,
         lease_s: float,
@@ -1022,7 +1010,7 @@ class Store:
         lease_s: float,
         *,
         claim_successors: bool,
-        creates: Sequence[tuple[dict[str, Any], Sequence[tuple[str, int, int, bool]]]] = (),
+        creates: Sequence[tuple[dict[str, Any], Sequence[StepRow]]] = (),
     ) -> Applied:
         """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt.
 
@@ -1090,13 +1078,7 @@ class Store:
             (applied.accepted if out.claim.step_id in done else applied.dropped).append(out)
 
     def _fence(self, assignments: str, out: Outcome, worker: str, params: Sequence[Any] = ()) -> bool:
-        sql = _FENCED.get(assignments)
-        if sql is None:
-            sql = _FENCED[assignments] = (
-                f"UPDATE tf_step SET {assignments} WHERE id = ? AND lease_owner = ? AND attempts = ? "
-                "AND status = 'in_progress'"
-            )
-        cur = self.execute(sql, (*params, out.claim.step_id, worker, out.claim.attempt))
+        cur = self.execute(_fenced_sql(assignments), (*params, out.claim.step_id, worker, out.claim.attempt))
         return bool(cur.rowcount)
 
     def _apply_one(self, out: Outcome, worker: str, lease_s: float, claim: bool, applied: Applied) -> bool:
@@ -1119,10 +1101,9 @@ class Store:
                     c.task_id, out.successors, worker if claim else None, lease_s, transitions
                 )
                 applied.claimed.extend(claimed)
-            # Only a step with a successor left to run cannot have finished its task.
-            last = released < len(out.successors) or not out.successors
-            self._step_done(c.task_id, applied, last=last, transitions=transitions)
             self._transition(transitions)
+            # Only a step with a successor left to run cannot have finished its task.
+            self._step_done(c.task_id, applied, last=released < len(out.successors) or not out.successors)
             return True
         if out.kind == "retry":
             ok = self._fence(
@@ -1188,15 +1169,12 @@ class Store:
         )
         return claimed, len(rows)
 
-    def _step_done(
-        self, task_id: str, applied: Applied, last: bool = True, transitions: list[tuple[Any, ...]] | None = None
-    ) -> None:
+    def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
         """A step completed (or was resolved): complete the task when it was the last one.
 
         SQLite asks the task's steps, and only when ``last`` says the step may have been the
         last (it has no successor left to run), so a step's commit leaves the task row alone.
         PostgreSQL keeps a counter on the task, which its one-statement completion uses.
-        History rows go to ``transitions`` when given (the caller inserts them), else straight in.
         """
         if self.dialect == "sqlite":
             if not last:
@@ -1218,11 +1196,7 @@ class Store:
             ).fetchone()
         if row is not None and row[0] == 0 and row[1] == "completed":
             applied.finished_tasks.append((task_id, "completed"))
-            done = (task_id, None, "in_progress", "completed", None, None, None)
-            if transitions is None:
-                self._transition([done])
-            else:
-                transitions.append(done)
+            self._transition([(task_id, None, "in_progress", "completed", None, None, None)])
             if row[2] is not None:
                 self._wake(row[2], row[3], applied)
 
