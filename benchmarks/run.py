@@ -5,7 +5,7 @@ Sections (default: all but the long peer comparison, which `peers` adds):
            distributions holding 2,000 workflow versions; RSS
   resolve  Registry.resolve() latency on a registry of 10,000 versions
   sqlite   N tasks (4-step chain and diamond, no-op steps) through execute_sync in one
-           process (FULL and NORMAL; 1 and 8 caller threads; median of R runs, each also
+           process (FULL and NORMAL; 1, 8 and 32 caller threads; median of R runs, each also
            as a share of the commit ceiling measured just before it), and execute_async
            drained by 1 and 2 worker processes
   pg       the same drain on PostgreSQL (TEAMFLOW_BENCH_POSTGRES_URL, default local test db)
@@ -363,7 +363,7 @@ def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[
     rows = []
     if backend == "sqlite":
         for synchronous in ("FULL", "NORMAL"):
-            for threads in (1, 8):
+            for threads in (1, 8, 32):
                 for shape in ("chain", "diamond"):
                     runs, shares, ceilings, bad = [], [], [], 0
                     for _ in range(repeat):
