@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -139,6 +140,33 @@ def test_a_background_thread_copies_the_wal_into_the_database(tmp_path) -> None:
     finally:
         host.close()
     assert not checkpointer.running  # close() stops the thread
+
+
+def test_a_wal_that_grew_during_a_burst_is_cut_back_when_it_restarts(tmp_path) -> None:
+    # A reader holds checkpoints back while the engine writes, so the WAL grows far past
+    # its usual size; once the reader is gone and the WAL restarts, the file is truncated
+    # to the limit (twice the autocheckpoint) instead of keeping its largest size.
+    db = tmp_path / "burst.db"
+    wal = tmp_path / "burst.db-wal"
+    config = HostConfig(database_url=f"sqlite:///{db}", sqlite_wal_autocheckpoint=100)
+    host = Host(config=config, plugins=[("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())],
+                discover=False, migrate=True)
+    limit = 2 * 100 * 4096
+    try:
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM tf_task").fetchone()  # a snapshot pins the WAL
+        for _ in range(150):
+            assert host.execute_sync(req("chain")).status == "completed"
+        grown = wal.stat().st_size
+        assert grown > 4 * limit
+        reader.execute("COMMIT")
+        reader.close()
+        for _ in range(150):  # checkpoints catch up, the WAL restarts from its start
+            assert host.execute_sync(req("chain")).status == "completed"
+        wait_for(lambda: wal.stat().st_size <= limit + 64 * 4096)
+    finally:
+        host.close()
 
 
 def test_task_ids_are_uuid7_in_creation_order() -> None:

@@ -284,6 +284,10 @@ class Store:
                     "journal_mode": "wal",
                     "synchronous": synchronous,
                     "wal_autocheckpoint": wal_autocheckpoint,
+                    # A WAL that outgrew twice the autocheckpoint (4 KiB pages) while a
+                    # reader held checkpoints back is cut back to that when it next
+                    # restarts; else the file keeps its largest size for good.
+                    "journal_size_limit": 2 * wal_autocheckpoint * 4096,
                     "busy_timeout": 60_000,
                     "foreign_keys": 0,
                 },
