@@ -220,7 +220,7 @@ class _Tx:
         try:
             if exc is None:
                 try:
-                    history, local.history = local.__dict__.get("history"), None
+                    history = local.__dict__.get("history")  # cleared below, whatever happens
                     if history:
                         store._insert_history(history)
                     if local.notify and store.dialect == "postgres":
