@@ -203,6 +203,13 @@ def test_graceful_stop_releases_steps_in_hand(tmp_path: Path, sqlite_url: str, r
     assert code == 0
     task = host.get_task(task_id)
     assert task.step("one").status == "completed" and task.step("one").attempts == 1
-    assert task.step("two").status in ("pending", "in_progress")
+    # The commit of "one" claimed "two" for this worker; stopping gives it back at once
+    # (not left to a lease that expires, and no attempt is charged for a run that never began).
+    assert task.step("two").status == "pending" and task.step("two").attempts == 0
+    assert host.store.execute("SELECT lease_owner FROM tf_step WHERE task_id = ? AND name = 'two'",
+                              (task_id,)).fetchone() == (None,)
+    moves = [(t["from_status"], t["to_status"], t["detail"]) for t in host.store.transitions(task_id) if t["step"] == "two"]
+    assert moves == [("pending", "in_progress", None), ("in_progress", "pending", "worker stopping")]
+    assert not any(r[1] == "two" for r in executions(record))
     assert not os.environ.get("TEAMFLOW_DATABASE_URL")
     host.close()

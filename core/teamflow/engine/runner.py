@@ -196,13 +196,17 @@ class Runner:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._mutex:
-            left = [r.claim for r in self._running.values() if not r.abandoned]
-        if left:
-            logger.warning("worker {} stopping: releasing {} step(s) still running", self.worker_id, len(left))
-            self._safe(lambda: self.store.release(left, self.worker_id, 0.0, "worker stopped"))
         if self._keeper is not None:
             self._keeper.join(5)
+        with self._mutex:
+            # Steps in hand that overran ``timeout``, and claims queued after the queue was
+            # emptied above (successors claimed by the last commits, a claim in flight).
+            left = [r.claim for r in self._running.values() if not r.abandoned]
+            left += self._queue
+            self._queue.clear()
+        if left:
+            logger.warning("worker {} stopping: releasing {} step(s) it could not finish", self.worker_id, len(left))
+            self._safe(lambda: self.store.release(left, self.worker_id, 0.0, "worker stopped"))
 
     # -- step threads -------------------------------------------------------------------
 
@@ -255,6 +259,8 @@ class Runner:
                 return None
         mine = self._commit([outcome], keep=claim.task_id)
         if self._stop:
+            if mine is not None:  # claimed by this last commit: give it back, it will not run here
+                self._safe(lambda: self.store.release([mine], self.worker_id, 0.0, "worker stopping"))
             return None
         return mine or self._next(prefer_task or claim.task_id)
 
