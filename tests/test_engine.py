@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 from conftest import executions
-from flows import AlphaPlugin, BetaPlugin
+from flows import AlphaPlugin, BetaPlugin, policy
 
-from teamflow import Host, TaskRequest, TaskResult, hookimpl
-from teamflow.errors import ContextInvalid, IdempotencyConflict, TaskStateError, VersionNotFound
+from teamflow import Host, Step, TaskRequest, TaskResult, Workflow, hookimpl
+from teamflow.errors import (
+    ContextInvalid,
+    IdempotencyConflict,
+    PermanentError,
+    RetryableError,
+    TaskStateError,
+    VersionNotFound,
+)
 
 
 def req(name: str, ns: str = "alpha", version: str | None = "1.0.0", **context: object) -> TaskRequest:
@@ -202,50 +209,69 @@ def test_async_handler_child_and_except_exception_cannot_swallow_parking(make_ho
     assert host.execute_sync(req("swallow")).step("call").result == "completed"
 
 
-def test_failed_child_is_replaced_on_the_next_attempt(make_host) -> None:
-    host = make_host()
+def once_leaf(ctx) -> dict[str, int]:
+    """kid/once: its first run (counted in the file context['counter']) fails for good."""
+    counter = Path(ctx.context["counter"])
+    with counter.open("a") as fh:
+        fh.write("x")
+    runs = len(counter.read_text())
+    if runs == 1:
+        raise PermanentError("the first run of kid/once fails")
+    return {"run": runs}
+
+
+def call_once_leaf(ctx) -> dict[str, object]:
+    child = ctx.run_workflow(
+        TaskRequest(namespace="kid", name="once", version="1.0.0", context={"counter": ctx.context["counter"]})
+    )
+    if child.status != "completed":
+        raise RetryableError(f"child {child.id} {child.status}", retry_after=0)
+    return {"child": child.id, "run": child.step("work").result["run"]}
+
+
+class OnceChildPlugin:
+    """par/caller calls kid/once, whose first run fails; ``retry_limit`` of the calling step."""
+
+    @hookimpl
+    def teamflow_namespaces(self):
+        return [policy("par"), policy("kid")]
+
+    @hookimpl
+    def teamflow_workflows(self):
+        return [
+            Workflow("kid", "once", "1.0.0", [Step("work", once_leaf, retry_limit=0)]),
+            Workflow("par", "caller", "1.0.0", [Step("call", call_once_leaf, retry_limit=1, calls="kid/once@1.0.0")]),
+            Workflow("par", "caller", "2.0.0", [Step("call", call_once_leaf, retry_limit=0, calls="kid/once@1.0.0")]),
+        ]
+
+
+def test_failed_child_is_handed_back_in_its_attempt_and_replaced_on_the_next(make_host, tmp_path: Path) -> None:
+    host = make_host(("team-par", OnceChildPlugin()), retry_base_s=0.01)
     result = host.execute_sync(
-        TaskRequest(
-            namespace="alpha",
-            name="parent",
-            version="1.0.0",
-            context={"child": {"namespace": "beta", "name": "leaf", "version": "1.0.0"}},
-        )
+        TaskRequest(namespace="par", name="caller", version="1.0.0", context={"counter": str(tmp_path / "runs")})
     )
-    assert result.status == "completed"
-    failing = host.execute_sync(
-        TaskRequest(
-            namespace="alpha",
-            name="parent",
-            version="1.0.0",
-            context={"child": {"namespace": "beta", "name": "chain"}, "n": 1},
-        )
-    )
-    # beta/chain has no step "work": the handler's KeyError is retried, child re-attached (completed) each time
-    assert failing.status == "failed" and len(failing.step("call").children) == 1
+    call = result.step("call")
+    # Attempt 1 parks on child 1, wakes, and gets child 1 back failed (the same attempt
+    # re-attaches); attempt 2 starts child 2, which completes.
+    assert result.status == "completed" and call.attempts == 2
+    first, second = (host.get_task(c) for c in call.children)
+    assert (first.status, second.status) == ("failed", "completed")
+    assert call.result == {"child": second.id, "run": 2}
 
 
-def test_child_failures_start_a_fresh_child_each_attempt(make_host) -> None:
-    host = make_host(retry_base_s=0.01)
-
-    class FailingLeaf(BetaPlugin):
-        @hookimpl
-        def teamflow_workflows(self):
-            from flows import Step, Workflow, leaf_work
-
-            return [
-                Workflow(
-                    "beta",
-                    "leaf",
-                    "1.0.0",
-                    [Step("work", leaf_work, retry_limit=0)],
-                    context_schema={"type": "object"},
-                )
-            ]
-
-    host = make_host(("team-alpha", AlphaPlugin()), ("team-beta", FailingLeaf()), retry_base_s=0.01)
-    result = host.execute_sync(req("parent", child={"namespace": "beta", "name": "leaf", "version": "1.0.0"}))
-    assert result.status == "completed"  # leaf only fails when context says so
+def test_a_retried_task_replaces_the_child_that_failed_before_the_retry(make_host, tmp_path: Path) -> None:
+    host = make_host(("team-par", OnceChildPlugin()), retry_base_s=0.01)
+    request = TaskRequest(namespace="par", name="caller", version="2.0.0", context={"counter": str(tmp_path / "runs")})
+    failed = host.execute_sync(request)
+    assert failed.status == "failed" and len(failed.step("call").children) == 1
+    host.retry(failed.id)
+    # The retry resets attempts, so the re-run is attempt 1 again, like the run that
+    # started the failed child: that child must not be handed back as this run's own.
+    final = host.wait(failed.id, timeout=15)
+    call = final.step("call")
+    assert final.status == "completed" and call.attempts == 1
+    assert len(call.children) == 2 and call.result == {"child": call.children[1], "run": 2}
+    assert host.get_task(call.children[0]).status == "failed"
 
 
 def test_parent_parks_when_its_worker_does_not_serve_the_child(make_host) -> None:

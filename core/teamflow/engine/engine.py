@@ -211,7 +211,8 @@ class Engine:
                 return self.get_task(child_id)
             if status in ("pending", "in_progress"):
                 raise Park(child_id)
-            # failed or cancelled during an earlier attempt: start a fresh child below
+            # failed or cancelled during an earlier attempt (or before a retry, which
+            # detaches it: parent_attempt NULL): start a fresh child below
         try:
             entry, policy = self.lookup(request)
         except TeamflowError as exc:

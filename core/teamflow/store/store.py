@@ -1310,6 +1310,15 @@ class Store:
                     "ready_at = CASE WHEN ? = 0 THEN {now} ELSE NULL END WHERE task_id = ? AND name = ?",
                     (deps_left, deps_left, task_id, name),
                 )
+            if reopened:
+                # Attempts start again at 1, so a child that ended (failed, cancelled) in
+                # an earlier run must no longer pass for the current attempt's own child
+                # (see Engine.run_child): it is detached from any attempt and gets replaced.
+                self.execute(
+                    "UPDATE tf_task SET parent_attempt = NULL WHERE parent_id = ? "
+                    f"AND parent_step IN ({self.placeholders(len(reopened))}) AND status IN ('failed', 'cancelled')",
+                    (task_id, *reopened),
+                )
             self.execute(
                 "UPDATE tf_task SET status = 'in_progress', error_summary = NULL, finished_at = NULL, "
                 "updated_at = {now} WHERE id = ?",
