@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from loguru import logger
+
 from teamflow import (
     NamespacePolicy,
     PermanentError,
@@ -40,6 +42,13 @@ def noop(ctx: StepContext) -> dict[str, Any]:
 
 def logs(ctx: StepContext) -> str:
     ctx.log.info("hello from {}", ctx.step)
+    logger.info("plain hello from {}", ctx.step)  # loguru's global logger, not ctx.log
+    return "logged"
+
+
+async def logs_async(ctx: StepContext) -> str:
+    await asyncio.sleep(0)
+    logger.info("async hello from {}", ctx.step)
     return "logged"
 
 

@@ -445,14 +445,15 @@ def test_events_keep_their_order_when_commits_are_grouped(make_host) -> None:
 
 
 def test_a_steps_log_is_bound_to_its_task_and_step(make_host) -> None:
+    """ctx.log, and loguru's global logger inside a handler (sync or async), carry the task fields."""
     from loguru import logger
 
     class Logging(BetaPlugin):
         @hookimpl
         def teamflow_workflows(self):
-            from flows import Step, Workflow, logs
+            from flows import Step, Workflow, logs, logs_async
 
-            return [Workflow("beta", "logs", "1.0.0", [Step("speak", logs)])]
+            return [Workflow("beta", "logs", "1.0.0", [Step("speak", logs), Step("echo", logs_async, depends_on="speak")])]
 
     records: list[dict] = []
     sink = logger.add(lambda message: records.append(message.record), level="INFO")
@@ -461,17 +462,26 @@ def test_a_steps_log_is_bound_to_its_task_and_step(make_host) -> None:
         result = host.execute_sync(req("logs", ns="beta"))
     finally:
         logger.remove(sink)
-    assert result.step("speak").result == "logged"
-    said = [r for r in records if r["message"] == "hello from speak"]
-    assert len(said) == 1
-    assert {k: said[0]["extra"].get(k) for k in ("namespace", "workflow", "version", "task_id", "step", "attempt")} == {
-        "namespace": "beta",
-        "workflow": "logs",
-        "version": "1.0.0",
-        "task_id": result.id,
-        "step": "speak",
-        "attempt": 1,
-    }
+    assert result.step("speak").result == "logged" and result.status == "completed"
+    keys = ("namespace", "workflow", "version", "task_id", "step", "attempt")
+    for message, step in (("hello from speak", "speak"), ("plain hello from speak", "speak"), ("async hello from echo", "echo")):
+        said = [r for r in records if r["message"] == message]
+        assert len(said) == 1, message
+        assert {k: said[0]["extra"].get(k) for k in keys} == {
+            "namespace": "beta",
+            "workflow": "logs",
+            "version": "1.0.0",
+            "task_id": result.id,
+            "step": step,
+            "attempt": 1,
+        }, message
+    # Outside a step the global logger is bound to no task.
+    sink = logger.add(lambda message: records.append(message.record), level="INFO")
+    try:
+        logger.info("after the task")
+    finally:
+        logger.remove(sink)
+    assert records[-1]["message"] == "after the task" and "task_id" not in records[-1]["extra"]
 
 
 # -- leases -----------------------------------------------------------------------------------

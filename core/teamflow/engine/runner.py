@@ -392,7 +392,7 @@ class Runner:
 
     def _after(self, applied: Applied, keep: set[int] | None = None) -> None:
         for out in applied.dropped:
-            logger.warning(
+            self._log(out.claim).warning(
                 "step {} of task {} attempt {}: result dropped, the lease was lost to another worker",
                 out.claim.name, out.claim.task_id, out.claim.attempt,
             )
@@ -468,7 +468,8 @@ class Runner:
             f"{cache.row.namespace}/{cache.row.name}@{cache.row.version} with fingerprint "
             f"{cache.row.fingerprint[:12]} is not in this worker's registry"
         )
-        logger.warning("worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name, claim.task_id, why)
+        log = self._log(claim, cache.row if cache is not None else None)
+        log.warning("worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name, claim.task_id, why)
         self._safe(lambda: self.store.release([claim], self.worker_id, UNSERVABLE_DELAY_S,
                                               f"worker {self.worker_id}: {why}"))
 
@@ -479,7 +480,11 @@ class Runner:
         handler = entry.handlers[claim.name]
         ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context, dict(cache.results))
         try:
-            result = asyncio.run(handler(ctx)) if self._is_async(handler) else handler(ctx)
+            # Lines a handler logs through loguru's global ``logger`` are bound as ctx.log's are.
+            with logger.contextualize(namespace=ctx.task.namespace, workflow=ctx.task.name,
+                                      version=ctx.task.version, task_id=ctx.task.id, step=claim.name,
+                                      attempt=claim.attempt):
+                result = asyncio.run(handler(ctx)) if self._is_async(handler) else handler(ctx)
         except Park as park:
             ctx.log.debug("parked waiting for child task {}", park.child_id)
             return Outcome("park", claim, child_id=park.child_id)
@@ -497,6 +502,16 @@ class Runner:
         # A scalar reads back from JSON as itself: successors on this worker can take it as is.
         value = result if type(result) in _SCALARS else _DECODE
         return Outcome("complete", claim, result=text, successors=entry.successors[claim.name], value=value)
+
+    def _log(self, claim: Claimed, row: TaskRow | None = None) -> Any:
+        """A logger bound to a claimed step's task and step (the workflow when it is known)."""
+        if row is None:
+            cache = self._cache.get(claim.task_id)
+            row = cache.row if cache is not None else claim.task
+        fields: dict[str, Any] = {"task_id": claim.task_id, "step": claim.name, "attempt": claim.attempt}
+        if row is not None:
+            fields.update(namespace=row.namespace, workflow=row.name, version=row.version)
+        return logger.bind(**fields)
 
     def _is_async(self, handler: Callable[..., Any]) -> bool:
         known = self._async.get(handler)
@@ -630,7 +645,7 @@ class Runner:
         applied = self.store.reap_expired()
         if applied.accepted:
             for out in applied.accepted:
-                logger.warning("step {} of task {}: {}", out.claim.name, out.claim.task_id, out.error)
+                self._log(out.claim).warning("step {} of task {}: {}", out.claim.name, out.claim.task_id, out.error)
             self._after(applied)
             with self._house:
                 self._kick = True
@@ -648,7 +663,7 @@ class Runner:
                 continue
             step = cache.entry.steps[running.claim.name]
             exc = TimeoutError(f"step exceeded timeout_s={step.timeout_s}; its late result will be discarded")
-            log = logger.bind(task_id=running.claim.task_id, step=running.claim.name)
+            log = self._log(running.claim, cache.row)
             outcomes.append(self._failure(running.claim, step, exc, permanent=False, log=log))
         if outcomes:
             self._commit(outcomes)
