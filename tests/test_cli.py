@@ -343,6 +343,38 @@ def test_run_the_cross_namespace_refund_shows_the_child(tf: Teamflow) -> None:
     assert "result:" in "\n".join(lines)
 
 
+def test_run_in_a_terminal_shows_progress_while_it_waits(tf: Teamflow) -> None:
+    """On a terminal, ``run`` shows which steps are done and which are running until the task ends."""
+    import pty
+    import select
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        tf.command("run", "alpha/slow", "--context", '{"sleep": 0.7}'),
+        cwd=tf.cwd, env=tf.env, stdin=secondary, stdout=secondary, stderr=secondary,
+    )
+    os.close(secondary)
+    chunks = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if select.select([primary], [], [], 0.5)[0]:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(primary)
+    assert proc.wait(10) == 0
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "alpha/slow@1.0.0 0/2 steps done; running: one" in screen
+    assert "alpha/slow@1.0.0 1/2 steps done; running: two" in screen
+    assert "completed" in screen and "Traceback" not in screen
+
+
 def test_run_with_context_from_a_file(tf: Teamflow) -> None:
     (tf.cwd / "refund.json").write_text(json.dumps({"payment_id": "pay_789", "amount": 12.5}))
     task = tf.json("run", "payments/process_refund", "--context", "@refund.json")
