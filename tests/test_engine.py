@@ -517,6 +517,25 @@ def test_fencing_a_worker_whose_lease_was_taken_cannot_write(make_host) -> None:
     assert task.step("s1").result == "fresh" and task.step("s1").attempts == 2
 
 
+def test_a_lease_is_renewed_while_the_handler_runs(make_host, tmp_path: Path) -> None:
+    """A step running three times longer than its lease keeps it: the other worker, which
+    takes back expired leases, never gets it, and the step runs once."""
+    record = tmp_path / "record"
+    holder: Host = make_host(lease_s=0.3)
+    reaper: Host = make_host(lease_s=0.3)
+    task_id = holder.execute_async(req("slow", sleep=1.0, record=str(record)))
+    holder.start_worker(concurrency=1)
+    wait_for(lambda: holder.get_task(task_id).step("one").status == "in_progress")
+    reaper.start_worker(concurrency=2)
+    final = holder.wait(task_id, timeout=20)
+    assert final.status == "completed"
+    assert (final.step("one").attempts, final.step("two").attempts) == (1, 1)
+    assert [r[1:4] for r in executions(record)] == [
+        ["one", "1", "start"], ["one", "1", "end"], ["two", "1", "start"], ["two", "1", "end"]
+    ]
+    assert not [t for t in holder.store.transitions(task_id) if "lease" in (t["detail"] or "")]
+
+
 def test_lost_lease_of_a_non_retryable_step_fails_it(make_host) -> None:
     host: Host = make_host(lease_s=0.1)
     task_id = host.execute_async(req("crash_once"))
