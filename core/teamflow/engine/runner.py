@@ -33,6 +33,7 @@ from loguru import logger
 from teamflow.engine.context import Park, StepContext, TaskInfo
 from teamflow.engine.engine import Engine
 from teamflow.errors import PermanentError, RetryableError, StoreError
+from teamflow.logs import bound
 from teamflow.registry import WorkflowEntry
 from teamflow.serialization import to_json
 from teamflow.store import DECODE as _DECODE
@@ -74,6 +75,7 @@ class _TaskCache:
     entry: WorkflowEntry | None
     results: dict[str, Any]
     info: TaskInfo
+    log_fields: dict[str, str]  # the task's part of every log line of its steps
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -447,7 +449,9 @@ class Runner:
             entry = self.engine.registry.get(row.namespace, row.name, row.version)
             if entry is not None and entry.fingerprint != row.fingerprint:
                 entry = None
-            cache = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version))
+            cache = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version),
+                               {"namespace": row.namespace, "workflow": row.name, "version": row.version,
+                                "task_id": row.id})
             with self._mutex:
                 cache = self._cache.setdefault(claim.task_id, cache)
                 if not self.worker_mode:
@@ -481,9 +485,7 @@ class Runner:
         ctx = StepContext(self.engine, cache.info, claim.name, claim.attempt, cache.row.context, dict(cache.results))
         try:
             # Lines a handler logs through loguru's global ``logger`` are bound as ctx.log's are.
-            with logger.contextualize(namespace=ctx.task.namespace, workflow=ctx.task.name,
-                                      version=ctx.task.version, task_id=ctx.task.id, step=claim.name,
-                                      attempt=claim.attempt):
+            with bound({**cache.log_fields, "step": claim.name, "attempt": claim.attempt}):
                 result = asyncio.run(handler(ctx)) if self._is_async(handler) else handler(ctx)
         except Park as park:
             ctx.log.debug("parked waiting for child task {}", park.child_id)
