@@ -80,7 +80,8 @@ class _TaskCache:
 
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: in [d/2, d] for d = base * 2**(attempt-1), capped."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    # The exponent is bounded so that a step with a huge retry_limit cannot overflow a float.
+    delay = min(cap, base * 2.0 ** min(max(0, attempt - 1), 64))
     return delay / 2 + random.random() * delay / 2
 
 

@@ -1230,10 +1230,14 @@ class Store:
             (task_id,),
         )
         self._transition([(task_id, None, "in_progress", "failed", None, None, summary)])
+        self._wake_parent(task_id, applied)
+        self._cancel_children(task_id, "parent task failed", applied)
+
+    def _wake_parent(self, task_id: str, applied: Applied) -> None:
+        """A child task ended (failed, cancelled): its parent's step parked on it runs again."""
         row = self.execute("SELECT parent_id, parent_step FROM tf_task WHERE id = ?", (task_id,)).fetchone()
         if row and row[0]:
             self._wake(row[0], row[1], applied)
-        self._cancel_children(task_id, "parent task failed", applied)
 
     def reap_expired(self, limit: int = 100) -> Applied:
         """Take back steps whose worker lost its lease; the lost lease counts as an attempt."""
@@ -1285,6 +1289,7 @@ class Store:
         )
         self._transition([(task_id, None, None, "cancelled", None, actor, why)])
         applied.finished_tasks.append((task_id, "cancelled"))
+        self._wake_parent(task_id, applied)  # a no-op when the parent's cancelling cascaded here
         self._cancel_children(task_id, "parent task cancelled", applied)
         return True
 
