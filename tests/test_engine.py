@@ -245,6 +245,44 @@ class OnceChildPlugin:
         ]
 
 
+def sleep_for(ctx) -> float:
+    time.sleep(ctx.context["sleep"])
+    return ctx.context["sleep"]
+
+
+def call_sleepy_child(ctx) -> str:
+    child = ctx.run_workflow(
+        TaskRequest(namespace="kid", name="sleepy", version="1.0.0", context={"sleep": ctx.context["sleep"]})
+    )
+    return child.status
+
+
+class PatientPlugin:
+    """par/patient's step has timeout_s=0.5 and waits for a child that runs longer."""
+
+    @hookimpl
+    def teamflow_namespaces(self):
+        return [policy("par"), policy("kid")]
+
+    @hookimpl
+    def teamflow_workflows(self):
+        return [
+            Workflow("kid", "sleepy", "1.0.0", [Step("work", sleep_for)]),
+            Workflow("par", "patient", "1.0.0",
+                     [Step("call", call_sleepy_child, timeout_s=0.5, retry_limit=0, calls="kid/sleepy@1.0.0")]),
+        ]
+
+
+def test_time_parked_on_a_child_does_not_count_toward_timeout(make_host) -> None:
+    host = make_host(("team-par", PatientPlugin()))
+    result = host.execute_sync(TaskRequest(namespace="par", name="patient", version="1.0.0", context={"sleep": 1.2}))
+    call = result.step("call")
+    assert result.status == "completed" and call.attempts == 1 and call.result == "completed"
+    child = host.get_task(call.children[0])
+    assert child.step("work").finished_at - child.step("work").started_at >= 1.2  # longer than timeout_s
+    assert call.finished_at - call.started_at < 0.5  # the re-run after the child ended
+
+
 def test_failed_child_is_handed_back_in_its_attempt_and_replaced_on_the_next(make_host, tmp_path: Path) -> None:
     host = make_host(("team-par", OnceChildPlugin()), retry_base_s=0.01)
     result = host.execute_sync(
