@@ -138,6 +138,19 @@ def _steps_insert(kinds: tuple[str, ...]) -> str:
     )
 
 
+# An in-flight step that goes back to the queue (a retry, a lost lease, a release) goes
+# back only while its task runs; a step of a task that failed or was cancelled meanwhile
+# is cancelled, so that nothing claims and runs it again. (On PostgreSQL ``{share}``
+# waits for a concurrent cancel or failure of the task to commit, and then sees it.)
+_TASK_RUNS = (
+    "EXISTS (SELECT 1 FROM tf_task t WHERE t.id = tf_step.task_id AND t.status IN ('pending', 'in_progress'){share})"
+)
+_REQUEUE = (
+    f"status = CASE WHEN {_TASK_RUNS} THEN 'pending' ELSE 'cancelled' END, "
+    f"finished_at = CASE WHEN {_TASK_RUNS} THEN NULL ELSE {{now}} END, lease_owner = NULL, lease_expires_at = NULL"
+)
+
+
 @functools.lru_cache(maxsize=32)
 def _fenced_sql(assignments: str) -> str:
     """An update of a claimed step that only its lease holder, at its attempt, may make."""
@@ -356,7 +369,9 @@ class Store:
         if cached is None:
             cached = text.replace("{now}", self.now_sql)
             if self.dialect == "postgres":
-                cached = cached.replace("?", "%s")
+                cached = cached.replace("?", "%s").replace("{share}", " FOR SHARE")
+            else:
+                cached = cached.replace("{share}", "")
             self._sql_cache[text] = cached
         return cached
 
@@ -816,17 +831,26 @@ class Store:
             return
         with self.tx():
             for c in claims:
-                cur = self.execute(
-                    "UPDATE tf_step SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, "
-                    "lease_expires_at = NULL, next_attempt_at = {now} + ? WHERE id = ? AND lease_owner = ? "
-                    "AND attempts = ? AND status = 'in_progress'",
-                    (delay, c.step_id, worker, c.attempt),
-                )
-                if cur.rowcount:
-                    self._transition(
-                        [(c.task_id, c.name, "in_progress", "pending", c.attempt, worker, reason)]
-                    )
+                to = self._requeue(c, worker, "attempts = attempts - 1, next_attempt_at = {now} + ?", (delay,))
+                if to is not None:
+                    self._transition([(c.task_id, c.name, "in_progress", to, c.attempt, worker,
+                                       reason if to == "pending" else f"not run again, the task ended ({reason})")])
+
+    def _requeue(self, claim: Claimed, owner: str, assignments: str, params: Sequence[Any]) -> str | None:
+        """Put a step in flight back in the queue, fenced by lease owner and attempt.
+
+        Returns its new status: ``pending``, or ``cancelled`` when its task has ended (see
+        ``_TASK_RUNS``); None when the fence kept the update out.
+        """
+        row = self.execute(
+            _fenced_sql(f"{_REQUEUE}, {assignments}") + " RETURNING status",
+            (*params, claim.step_id, owner, claim.attempt),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] == "pending":
             self.notify()
+        return str(row[0])
 
     def renew(self, worker: str, lease_s: float, step_ids: Sequence[int]) -> int:
         """Extend the leases of the steps this worker still holds (and only those)."""
@@ -1110,19 +1134,12 @@ class Store:
             self._step_done(c.task_id, applied, last=released < len(out.successors) or not out.successors)
             return True
         if out.kind == "retry":
-            ok = self._fence(
-                "status = 'pending', error = ?, error_type = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                "next_attempt_at = {now} + ?",
-                out,
-                worker,
-                (out.error, out.error_type, out.delay),
-            )
-            if ok:
-                self._transition(
-                    [(c.task_id, c.name, "in_progress", "retrying", c.attempt, worker, out.error)]
-                )
-                self.notify()
-            return ok
+            to = self._requeue(c, worker, "error = ?, error_type = ?, next_attempt_at = {now} + ?",
+                               (out.error, out.error_type, out.delay))
+            if to is not None:
+                self._transition([(c.task_id, c.name, "in_progress", "retrying" if to == "pending" else to,
+                                   c.attempt, worker, out.error)])
+            return to is not None
         if out.kind == "park":
             # A parked re-run is not a new attempt: give the claim's increment back.
             if not self._fence(
@@ -1248,16 +1265,11 @@ class Store:
                 why = f"lease of worker {owner} expired during attempt {attempts}"
                 if retryable and attempts < max_attempts:
                     out = Outcome("retry", claim, error=why, error_type="LeaseExpired")
-                    if self._fence(
-                        "status = 'pending', error = ?, error_type = ?, lease_owner = NULL, "
-                        "lease_expires_at = NULL, next_attempt_at = {now}",
-                        out,
-                        owner or "",
-                        (why, "LeaseExpired"),
-                    ):
-                        self._transition([(task_id, name, "in_progress", "pending", attempts, owner, why)])
+                    to = self._requeue(claim, owner or "", "error = ?, error_type = ?, next_attempt_at = {now}",
+                                       (why, "LeaseExpired"))
+                    if to is not None:
+                        self._transition([(task_id, name, "in_progress", to, attempts, owner, why)])
                         applied.accepted.append(out)
-                        self.notify()
                 else:
                     if not retryable:
                         why += "; the step is retryable=False and may have run, so it fails"
