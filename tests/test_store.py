@@ -364,6 +364,19 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
         )
 
 
+def test_renew_extends_and_counts_only_the_leases_the_worker_still_holds(batch_store: Store) -> None:
+    store = batch_store
+    task = {"id": new_task_id(), "namespace": "prop", "name": "dag", "version": "1.0.0", "fingerprint": "f",
+            "route": "r", "context": "{}"}
+    a, b = store.create_task(task, [("a", 0, 1, True), ("b", 0, 1, True)], claim_for="w", lease_s=30)
+    store.apply([Outcome("complete", b, result="1")], "w", 30, claim_successors=False)  # no longer held
+    expiry = "SELECT lease_expires_at FROM tf_step WHERE id = ?"
+    before = store.execute(expiry, (a.step_id,)).fetchone()[0]
+    assert store.renew("w", 60, [a.step_id, b.step_id]) == 1
+    assert store.execute(expiry, (a.step_id,)).fetchone()[0] >= before + 29
+    assert store.renew("other", 60, [a.step_id]) == 0  # another worker cannot extend it
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 

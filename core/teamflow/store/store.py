@@ -862,7 +862,8 @@ class Store:
                 f"AND id IN ({self.placeholders(len(step_ids))})",
                 (lease_s, worker, *step_ids),
             )
-        return int(cur.rowcount or 0)
+            renewed = int(cur.rowcount or 0)  # read before COMMIT, which runs on the same cursor
+        return renewed
 
     def expired(self, limit: int = 100) -> list[tuple[int, str, str, int, int, bool, str | None]]:
         """Steps whose lease ran out: (id, task, name, attempts, max_attempts, retryable, owner)."""
