@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import attrs
 import pytest
 from flows import AlphaPlugin, BetaPlugin
 
-from teamflow import Host
+from teamflow import Host, TaskRequest
 from teamflow.config import HostConfig
 
 TESTS = Path(__file__).parent
@@ -117,6 +118,22 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.touch()
     monkeypatch.setenv("TEAMFLOW_TEST_RECORD", str(path))
     return path
+
+
+def req(name: str, ns: str = "alpha", version: str | None = "1.0.0", **context: object) -> TaskRequest:
+    """A request for a test workflow, with ``context`` as keyword arguments."""
+    return TaskRequest(name=name, namespace=ns, version=version, context=context)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition", every: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not met within {timeout} s")
 
 
 def executions(path: Path) -> list[list[str]]:

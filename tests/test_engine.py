@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import executions
+from conftest import executions, req, wait_for
 from flows import AlphaPlugin, BetaPlugin, policy
 
 from teamflow import Host, Step, TaskRequest, TaskResult, Workflow, hookimpl
@@ -20,20 +20,6 @@ from teamflow.errors import (
     TaskStateError,
     VersionNotFound,
 )
-
-
-def req(name: str, ns: str = "alpha", version: str | None = "1.0.0", **context: object) -> TaskRequest:
-    return TaskRequest(name=name, namespace=ns, version=version, context=context)
-
-
-def wait_for(predicate, timeout: float = 15.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def test_chain_runs_in_order_and_passes_results(make_host) -> None:
@@ -229,22 +215,6 @@ def call_once_leaf(ctx) -> dict[str, object]:
     return {"child": child.id, "run": child.step("work").result["run"]}
 
 
-class OnceChildPlugin:
-    """par/caller calls kid/once, whose first run fails; ``retry_limit`` of the calling step."""
-
-    @hookimpl
-    def teamflow_namespaces(self):
-        return [policy("par"), policy("kid")]
-
-    @hookimpl
-    def teamflow_workflows(self):
-        return [
-            Workflow("kid", "once", "1.0.0", [Step("work", once_leaf, retry_limit=0)]),
-            Workflow("par", "caller", "1.0.0", [Step("call", call_once_leaf, retry_limit=1, calls="kid/once@1.0.0")]),
-            Workflow("par", "caller", "2.0.0", [Step("call", call_once_leaf, retry_limit=0, calls="kid/once@1.0.0")]),
-        ]
-
-
 def sleep_for(ctx) -> float:
     time.sleep(ctx.context["sleep"])
     return ctx.context["sleep"]
@@ -257,8 +227,9 @@ def call_sleepy_child(ctx) -> str:
     return child.status
 
 
-class PatientPlugin:
-    """par/patient's step has timeout_s=0.5 and waits for a child that runs longer."""
+class ChildrenPlugin:
+    """par/caller calls kid/once, whose first run fails (1.0.0 retries the call, 2.0.0 does not);
+    par/patient's step has timeout_s=0.5 and waits for kid/sleepy, which runs longer."""
 
     @hookimpl
     def teamflow_namespaces(self):
@@ -267,6 +238,9 @@ class PatientPlugin:
     @hookimpl
     def teamflow_workflows(self):
         return [
+            Workflow("kid", "once", "1.0.0", [Step("work", once_leaf, retry_limit=0)]),
+            Workflow("par", "caller", "1.0.0", [Step("call", call_once_leaf, retry_limit=1, calls="kid/once@1.0.0")]),
+            Workflow("par", "caller", "2.0.0", [Step("call", call_once_leaf, retry_limit=0, calls="kid/once@1.0.0")]),
             Workflow("kid", "sleepy", "1.0.0", [Step("work", sleep_for)]),
             Workflow("par", "patient", "1.0.0",
                      [Step("call", call_sleepy_child, timeout_s=0.5, retry_limit=0, calls="kid/sleepy@1.0.0")]),
@@ -274,7 +248,7 @@ class PatientPlugin:
 
 
 def test_time_parked_on_a_child_does_not_count_toward_timeout(make_host) -> None:
-    host = make_host(("team-par", PatientPlugin()))
+    host = make_host(("team-par", ChildrenPlugin()))
     result = host.execute_sync(TaskRequest(namespace="par", name="patient", version="1.0.0", context={"sleep": 1.2}))
     call = result.step("call")
     assert result.status == "completed" and call.attempts == 1 and call.result == "completed"
@@ -284,7 +258,7 @@ def test_time_parked_on_a_child_does_not_count_toward_timeout(make_host) -> None
 
 
 def test_failed_child_is_handed_back_in_its_attempt_and_replaced_on_the_next(make_host, tmp_path: Path) -> None:
-    host = make_host(("team-par", OnceChildPlugin()), retry_base_s=0.01)
+    host = make_host(("team-par", ChildrenPlugin()), retry_base_s=0.01)
     result = host.execute_sync(
         TaskRequest(namespace="par", name="caller", version="1.0.0", context={"counter": str(tmp_path / "runs")})
     )
@@ -298,7 +272,7 @@ def test_failed_child_is_handed_back_in_its_attempt_and_replaced_on_the_next(mak
 
 
 def test_a_retried_task_replaces_the_child_that_failed_before_the_retry(make_host, tmp_path: Path) -> None:
-    host = make_host(("team-par", OnceChildPlugin()), retry_base_s=0.01)
+    host = make_host(("team-par", ChildrenPlugin()), retry_base_s=0.01)
     request = TaskRequest(namespace="par", name="caller", version="2.0.0", context={"counter": str(tmp_path / "runs")})
     failed = host.execute_sync(request)
     assert failed.status == "failed" and len(failed.step("call").children) == 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import peewee as pw
 import pytest
-from conftest import host_config
+from conftest import host_config, req, wait_for
 from flows import AlphaPlugin, BetaPlugin, policy
 
 from teamflow import Host, RetryableError, Step, StepContext, TaskRequest, Workflow, hookimpl
@@ -23,20 +23,6 @@ from teamflow.config import load_config
 from teamflow.engine import runner as runner_module
 from teamflow.engine.runner import backoff
 from teamflow.errors import ConfigError
-
-
-def req(name: str, ns: str = "alpha", version: str | None = "1.0.0", **context: object) -> TaskRequest:
-    return TaskRequest(name=name, namespace=ns, version=version, context=context)
-
-
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI, _pg_problem, executions, host_config, install_test_plugins, pg_schema_url
+from conftest import (
+    IN_CI,
+    _pg_problem,
+    executions,
+    host_config,
+    install_test_plugins,
+    pg_schema_url,
+    wait_for,
+)
 from flows import AlphaPlugin, BetaPlugin
 
 from teamflow import Host, TaskRequest
@@ -249,16 +257,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"{what}: not within {timeout}s")
-
-
 # -- 1. throughput and exactly-once without failures --------------------------------------------
 
 
@@ -371,7 +369,7 @@ def test_sigkilled_worker_loses_nothing_and_only_its_steps_run_twice(
                         return r[0], r[1], int(r[5])
                 return None
 
-            task_id, step, pid = wait_until(slow_step_in_flight, 60, "a slow step in flight")
+            task_id, step, pid = wait_for(slow_step_in_flight, 60, "a slow step in flight")
             victim = by_pid[pid]
             victim.kill()  # SIGKILL: no release, its leases must expire
             killed_at = time.time()
@@ -497,7 +495,7 @@ def test_postgres_restart_under_load_every_task_completes(tmp_path: Path, record
                     for w in pool:
                         w.wait_ready()
                     created = create_mix(host, 300, diamond_sleep=0.1, slow=60, slow_sleep=0.5)
-                    wait_until(
+                    wait_for(
                         lambda: status_counts(host).get("completed", 0) >= 30, 120, "30 tasks completed"
                     )
                     before = status_counts(host)
@@ -523,7 +521,7 @@ def test_postgres_restart_under_load_every_task_completes(tmp_path: Path, record
                     # picked up within seconds only through NOTIFY.
                     t1 = time.time()
                     probe = host.execute_async(TaskRequest(namespace="alpha", name="chain", version="1.0.0"))
-                    wait_until(
+                    wait_for(
                         lambda: host.get_task(probe).status == "completed",
                         10,
                         "a task created after the restart (LISTEN re-established?)",
@@ -592,7 +590,7 @@ def test_worker_start_up_errors_are_clear(tmp_path: Path, pg_url: str) -> None:
         )
         try:
             task_id = host.execute_async(TaskRequest(namespace="alpha", name="chain", version="1.0.0"))
-            wait_until(lambda: host.get_task(task_id).status == "completed", 30, "the worker runs a task")
+            wait_for(lambda: host.get_task(task_id).status == "completed", 30, "the worker runs a task")
         finally:
             host.close()
         assert pool[0].stop() == 0, pool[0].tail()
@@ -619,7 +617,7 @@ def test_idle_worker_costs_nothing_and_wakes_on_notify(tmp_path: Path, pg_url: s
             # NOTIFY wakes it: far sooner than the 30 s poll.
             before = time.time()
             task_id = host.execute_async(TaskRequest(namespace="alpha", name="chain", version="1.0.0"))
-            wait_until(lambda: host.get_task(task_id).status == "completed", 30, "the task completes")
+            wait_for(lambda: host.get_task(task_id).status == "completed", 30, "the task completes")
             first = min(float(r[4]) for r in executions(record) if r[0] == task_id)
             pickup = first - before
             assert pickup < 1.0, f"picked up after {pickup:.2f}s"

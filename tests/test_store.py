@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from conftest import IN_CI, _pg_problem, host_config, pg_schema_url
+from conftest import IN_CI, _pg_problem, host_config, pg_schema_url, wait_for
 from flows import AlphaPlugin, BetaPlugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,13 +36,6 @@ def sqlite_host(sqlite_url: str) -> Iterator[Host]:
     )
     yield host
     host.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_upgrade_from_v1_keeps_tasks_history_and_moves_the_keys_to_partial_indexes(database_url: str) -> None:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import executions, host_config, install_test_plugins
+from conftest import wait_for as poll
 from flows import AlphaPlugin, AlphaPluginV2, BetaPlugin
 
 from teamflow import Host, TaskRequest
@@ -36,14 +38,8 @@ def worker(env: dict[str, str], url: str, *args: str, cwd: Path) -> subprocess.P
     )
 
 
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+def wait_for(predicate: Any, timeout: float = 30.0) -> Any:  # worker processes take longer to start
+    return poll(predicate, timeout, every=0.05)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
