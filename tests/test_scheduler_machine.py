@@ -38,7 +38,6 @@ import json
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -433,11 +432,13 @@ test_scheduler_machine = SchedulerMachine.TestCase
 
 
 @pytest.mark.parametrize("end", ["failed", "cancelled"])
-@pytest.mark.parametrize("requeue", ["retry", "lost lease"])
-def test_a_step_of_a_finished_task_is_never_claimed_again(tmp_path: Path, end: str, requeue: str) -> None:
+@pytest.mark.parametrize("requeue", ["retry", "lost lease", "release"])
+def test_a_step_of_a_finished_task_is_never_claimed_again(database_url: str, end: str, requeue: str) -> None:
     # Two parallel roots: 'a' ends the task (fails for good, or the task is cancelled)
-    # while 'b' is in flight; then 'b' has a transient error or loses its lease.
-    store = Store(f"sqlite:///{tmp_path}/teamflow.db", synchronous="OFF")
+    # while 'b' is in flight; then 'b' has a transient error, loses its lease, or is
+    # given back by a stopping worker. (On both backends: PostgreSQL checks the task
+    # with FOR SHARE.)
+    store = Store(database_url)
     store.connect()
     store.upgrade()
     try:
@@ -452,9 +453,11 @@ def test_a_step_of_a_finished_task_is_never_claimed_again(tmp_path: Path, end: s
         assert store.task(task_id)["status"] == end  # type: ignore[index]
         if requeue == "retry":
             store.apply([Outcome("retry", b, error="transient")], "w1", LEASE_S, claim_successors=True)
-        else:
+        elif requeue == "lost lease":
             store.renew("w1", -1.0, [b.step_id])
             store.reap_expired()
+        else:
+            store.release([b], "w1", 0.0, "worker stopping")
         status = store.execute("SELECT status FROM tf_step WHERE id = ?", (b.step_id,)).fetchone()[0]
         assert status == "cancelled", f"step 'b' of a {end} task is {status}, not cancelled"
         claimed, _ = store.claim("w2", LEASE_S, 10)
