@@ -39,6 +39,11 @@ class TaskInfo:
         return f"{self.namespace}/{self.name}@{self.version}"
 
 
+def task_fields(task: Any) -> dict[str, str]:
+    """The task's part of every log line of its steps (``task``: a TaskInfo or a stored TaskRow)."""
+    return {"namespace": task.namespace, "workflow": task.name, "version": task.version, "task_id": task.id}
+
+
 class StepContext:
     """The handler's view of its task: context, earlier results, and child workflows."""
 
@@ -78,9 +83,7 @@ class StepContext:
     def log(self) -> Any:
         """A loguru logger bound to the namespace, workflow, version, task, step and attempt."""
         if self._log is None:  # bound on first use: most steps never log
-            task = self.task
-            self._log = logger.bind(namespace=task.namespace, workflow=task.name, version=task.version,
-                                    task_id=task.id, step=self.step, attempt=self.attempt)
+            self._log = logger.bind(**task_fields(self.task), step=self.step, attempt=self.attempt)
         return self._log
 
     def run_workflow(self, request: TaskRequest) -> TaskResult:

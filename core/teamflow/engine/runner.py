@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from teamflow.engine.context import Park, StepContext, TaskInfo
+from teamflow.engine.context import Park, StepContext, TaskInfo, task_fields
 from teamflow.engine.engine import Engine
 from teamflow.errors import PermanentError, RetryableError, StoreError
 from teamflow.logs import bound
@@ -451,8 +451,7 @@ class Runner:
             if entry is not None and entry.fingerprint != row.fingerprint:
                 entry = None
             cache = _TaskCache(row, entry, {}, TaskInfo(row.id, row.namespace, row.name, row.version),
-                               {"namespace": row.namespace, "workflow": row.name, "version": row.version,
-                                "task_id": row.id})
+                               task_fields(row))
             with self._mutex:
                 cache = self._cache.setdefault(claim.task_id, cache)
                 if not self.worker_mode:
@@ -511,10 +510,8 @@ class Runner:
         if row is None:
             cache = self._cache.get(claim.task_id)
             row = cache.row if cache is not None else claim.task
-        fields: dict[str, Any] = {"task_id": claim.task_id, "step": claim.name, "attempt": claim.attempt}
-        if row is not None:
-            fields.update(namespace=row.namespace, workflow=row.name, version=row.version)
-        return logger.bind(**fields)
+        fields: dict[str, Any] = task_fields(row) if row is not None else {"task_id": claim.task_id}
+        return logger.bind(**fields, step=claim.name, attempt=claim.attempt)
 
     def _is_async(self, handler: Callable[..., Any]) -> bool:
         known = self._async.get(handler)
