@@ -91,14 +91,14 @@ def host_config(database_url: str, **overrides: Any) -> HostConfig:
     return attrs.evolve(base, **overrides)
 
 
-@pytest.fixture
-def make_host(database_url: str) -> Iterator[Callable[..., Host]]:
+def _hosts(url: str) -> Iterator[Callable[..., Host]]:
+    """A factory of hosts on ``url`` (the test plugins by default), closed afterwards."""
     hosts: list[Host] = []
 
     def make(*plugins: object, config: HostConfig | None = None, **overrides: Any) -> Host:
         chosen = plugins or (("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin()))
         host = Host(
-            config=config or host_config(database_url, **overrides),
+            config=config or host_config(url, **overrides),
             plugins=chosen,
             discover=False,
             migrate=True,
@@ -109,6 +109,18 @@ def make_host(database_url: str) -> Iterator[Callable[..., Host]]:
     yield make
     for host in hosts:
         host.close()
+
+
+@pytest.fixture
+def make_host(database_url: str) -> Iterator[Callable[..., Host]]:
+    """Hosts on each backend (the conformance suite)."""
+    yield from _hosts(database_url)
+
+
+@pytest.fixture
+def make_sqlite_host(sqlite_url: str) -> Iterator[Callable[..., Host]]:
+    """Hosts on SQLite only, for what only SQLite does."""
+    yield from _hosts(sqlite_url)
 
 
 @pytest.fixture

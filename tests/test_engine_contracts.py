@@ -8,14 +8,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import peewee as pw
 import pytest
-from conftest import host_config, req, wait_for
+from conftest import req, wait_for
 from flows import AlphaPlugin, BetaPlugin, policy
 
 from teamflow import Host, RetryableError, Step, StepContext, TaskRequest, Workflow, hookimpl
@@ -23,23 +22,6 @@ from teamflow.config import load_config
 from teamflow.engine import runner as runner_module
 from teamflow.engine.runner import backoff
 from teamflow.errors import ConfigError
-
-
-@pytest.fixture
-def sqlite_host(sqlite_url: str) -> Iterator[Any]:
-    """Hosts on one SQLite file (tests of SQLite-only behaviour), closed afterwards."""
-    hosts: list[Host] = []
-
-    def make(*plugins: object, **overrides: Any) -> Host:
-        chosen = plugins or (("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin()))
-        host = Host(config=host_config(sqlite_url, **overrides), plugins=chosen, discover=False, migrate=True)
-        hosts.append(host)
-        return host
-
-    yield make
-    for host in hosts:
-        host.close()
-
 
 # -- 1. backoff ------------------------------------------------------------------------------
 
@@ -211,23 +193,23 @@ def _pragmas_on_a_fresh_thread(host: Host) -> tuple[int, str]:
     return seen[0]
 
 
-def test_sqlite_defaults_to_wal_and_synchronous_full(sqlite_host) -> None:
+def test_sqlite_defaults_to_wal_and_synchronous_full(make_sqlite_host) -> None:
     """Proves: every connection (the host's and a new thread's) runs WAL with synchronous=FULL (2)."""
-    host = sqlite_host()
+    host = make_sqlite_host()
     conn = host.store.db.connection()
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert _pragmas_on_a_fresh_thread(host) == (2, "wal")
 
 
-def test_sqlite_synchronous_normal_is_an_opt_in(sqlite_host) -> None:
+def test_sqlite_synchronous_normal_is_an_opt_in(make_sqlite_host) -> None:
     """Proves: the setting is really applied (so the FULL above is not SQLite's own default)."""
-    host = sqlite_host(sqlite_synchronous="NORMAL")
+    host = make_sqlite_host(sqlite_synchronous="NORMAL")
     assert _pragmas_on_a_fresh_thread(host) == (1, "wal")
 
 
 def test_sqlite_writes_happen_only_inside_begin_immediate(
-    sqlite_host, monkeypatch: pytest.MonkeyPatch
+    make_sqlite_host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Proves: on every connection of every thread (caller, step threads, worker housekeeping),
     each transaction starts with BEGIN IMMEDIATE and no write runs outside one.
@@ -244,7 +226,7 @@ def test_sqlite_writes_happen_only_inside_begin_immediate(
         return conn
 
     monkeypatch.setattr(pw.SqliteDatabase, "_connect", traced)
-    host = sqlite_host()
+    host = make_sqlite_host()
     assert host.execute_sync(req("diamond", sleep=0.01)).status == "completed"
     host.cancel(host.execute_async(req("chain")))
     drained = host.execute_async(req("sum"))
