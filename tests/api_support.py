@@ -139,7 +139,7 @@ def wait_finished(client: httpx.Client, task_id: str, timeout: float = 30.0) -> 
     """Poll GET /tasks/{id} until the task ends; return the detail."""
     detail: dict[str, Any] = poll(
         lambda: client.get(f"/tasks/{task_id}").json(),
-        lambda d: d["task"]["status"] in ("completed", "failed", "cancelled"),
+        lambda d: d["status"] in ("completed", "failed", "cancelled"),
         timeout=timeout,
     )
     return detail

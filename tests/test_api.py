@@ -21,10 +21,12 @@ import httpx
 import pytest
 from api_support import CS_REFUND, JSON, PAYMENTS_REFUND, LiveServer, live_server, poll, wait_finished
 
+from teamflow import views
 from teamflow.api import dag
 from teamflow.api.schemas import ExecuteRequest, InvalidBody, decode_body
 from teamflow.config import HostConfig
 from teamflow.host import Host
+from teamflow.store.records import ActiveVersion
 
 TEAMS = ("payments", "customer_success", "inventory")
 
@@ -79,9 +81,9 @@ def test_seed_curl_bodies_are_accepted_and_complete(client: httpx.Client) -> Non
         ids[namespace] = accepted["id"]
     for namespace, task_id in ids.items():
         detail = wait_finished(client, task_id)
-        assert detail["task"]["status"] == "completed", detail
-        assert all(step["status"] == "completed" for step in detail["task"]["steps"])
-        assert detail["task"]["reference"] == f"{namespace}/process_refund@{detail['task']['version']}"
+        assert detail["status"] == "completed", detail
+        assert all(step["status"] == "completed" for step in detail["steps"])
+        assert detail["reference"] == f"{namespace}/process_refund@{detail['version']}"
         assert detail["transitions"], "the audit trail is part of the task detail"
 
     # The customer success refund ran the payments refund as a child task: visible both ways.
@@ -92,7 +94,7 @@ def test_seed_curl_bodies_are_accepted_and_complete(client: httpx.Client) -> Non
     ]
     page = client.get("/tasks", params={"parent_id": cs_id}).json()
     assert [t["id"] for t in page["tasks"]] == [children[0]["id"]]
-    child = client.get(f"/tasks/{children[0]['id']}").json()["task"]
+    child = client.get(f"/tasks/{children[0]['id']}").json()
     assert child["parent_id"] == cs_id and child["parent_step"] == "execute_payment_refund"
     assert child["context"]["cs_ticket_id"] == "cs_456"
 
@@ -118,7 +120,7 @@ def test_seed_curl_commands_verbatim(server: LiveServer, client: httpx.Client) -
         out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
         text, _, status = out.rpartition("\n")
         assert status == "202", out
-        assert wait_finished(client, json.loads(text)["id"])["task"]["status"] == "completed"
+        assert wait_finished(client, json.loads(text)["id"])["status"] == "completed"
 
 
 # -- executing --------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ def test_wait_seconds_runs_out_with_202(client: httpx.Client) -> None:
     assert time.monotonic() - started < 1.9
     assert response.status_code == 202, response.text
     assert response.json()["status"] in ("pending", "in_progress")
-    assert wait_finished(client, response.json()["id"])["task"]["status"] == "completed"
+    assert wait_finished(client, response.json()["id"])["status"] == "completed"
 
 
 @pytest.mark.slow
@@ -715,7 +717,7 @@ def test_an_unexpected_error_is_a_500_without_trace(
     def broken(task_id: str) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(host, "get_task", broken)
+    monkeypatch.setattr(host, "task_view", broken)
     try:
         response = c.get("/tasks/abc")
     finally:
@@ -738,12 +740,7 @@ def test_ready_is_503_with_reasons_when_tasks_cannot_be_served(
         host,
         "unservable",
         lambda: [
-            {
-                "reference": "payments/process_refund@1.0.0",
-                "fingerprint": "f" * 64,
-                "tasks": 2,
-                "reason": "version not loaded (removed, blocked or refused)",
-            }
+            views.unservable(ActiveVersion("payments", "process_refund", "1.0.0", "f" * 64, 2), loaded=None)
         ],
     )
     response = c.get("/health/ready")

@@ -53,7 +53,7 @@ def test_retryable_errors_are_retried_with_backoff(make_host, record: Path) -> N
     # equal jitter: attempt n waits between base*2**(n-1)/2 and base*2**(n-1)
     assert 0.1 <= gaps[0] < 0.2 + 1.0
     assert 0.2 <= gaps[1] < 0.4 + 1.0
-    kinds = [t["to_status"] for t in host.store.transitions(result.id) if t["step"] == "flaky"]
+    kinds = [t.to_status for t in host.store.transitions(result.id) if t.step == "flaky"]
     assert kinds.count("retrying") == 2
 
 
@@ -121,7 +121,7 @@ def test_schema_refusal_names_the_field_and_stores_nothing(make_host) -> None:
         host.execute_async(req("schema"))
     with pytest.raises(VersionNotFound, match=r"1\.0\.0"):
         host.execute_async(req("schema", version="^9"))
-    assert host.list_tasks()[0] == []
+    assert host.list_tasks().tasks == []
     assert host.execute_sync(req("schema", amount=3)).status == "completed"
 
 
@@ -186,7 +186,7 @@ def test_child_workflow_reattaches_without_counting_an_attempt(make_host, record
     lines = executions(record)
     assert [r[3] for r in lines if r[1] == "call"] == ["call", "call", "attached"]  # parked, then re-attached
     assert len([r for r in lines if r[1] == "work"]) == 1
-    assert "waiting" in [t["to_status"] for t in host.store.transitions(result.id)]
+    assert "waiting" in [t.to_status for t in host.store.transitions(result.id)]
 
 
 def test_async_handler_child_and_except_exception_cannot_swallow_parking(make_host) -> None:
@@ -329,7 +329,7 @@ def test_retry_reopens_failed_steps_and_keeps_history(make_host, tmp_path: Path)
     assert host.retry(failed.id) == ["gate", "after"]
     done = host.wait(failed.id, timeout=10)
     assert done.status == "completed" and done.step("gate").attempts == 1
-    statuses = [t["to_status"] for t in host.store.transitions(failed.id) if t["step"] == "gate"]
+    statuses = [t.to_status for t in host.store.transitions(failed.id) if t.step == "gate"]
     assert statuses == ["in_progress", "failed", "pending", "in_progress", "completed"]
     with pytest.raises(TaskStateError, match="only failed"):
         host.retry(failed.id)
@@ -500,16 +500,16 @@ def test_a_steps_log_is_bound_to_its_task_and_step(make_host) -> None:
 
 
 def test_fencing_a_worker_whose_lease_was_taken_cannot_write(make_host) -> None:
-    from teamflow.store import Outcome
+    from teamflow.store.records import Outcome
 
     host: Host = make_host(lease_s=0.2)
     task_id = host.execute_async(req("chain"))
     store = host.store
-    [stale], _ = store.claim("worker-a", 0.2, 1, task_ids=[task_id])
+    [stale] = store.claim("worker-a", 0.2, 1, task_ids=[task_id]).claimed
     time.sleep(0.5)
     reaped = store.reap_expired()
     assert [o.claim.step_id for o in reaped.accepted] == [stale.step_id]
-    [fresh], _ = store.claim("worker-b", 30, 1, task_ids=[task_id])
+    [fresh] = store.claim("worker-b", 30, 1, task_ids=[task_id]).claimed
     assert fresh.attempt == 2  # the lost lease counted as an attempt
     late = store.apply(
         [Outcome("complete", stale, result='"late"', successors=("s2",))],
@@ -545,7 +545,7 @@ def test_a_lease_is_renewed_while_the_handler_runs(make_host, tmp_path: Path) ->
     assert [r[1:4] for r in executions(record)] == [
         ["one", "1", "start"], ["one", "1", "end"], ["two", "1", "start"], ["two", "1", "end"]
     ]
-    assert not [t for t in holder.store.transitions(task_id) if "lease" in (t["detail"] or "")]
+    assert not [t for t in holder.store.transitions(task_id) if "lease" in (t.detail or "")]
 
 
 def test_lost_lease_of_a_non_retryable_step_fails_it(make_host) -> None:

@@ -19,9 +19,10 @@ from flows import AlphaPlugin, BetaPlugin, policy
 
 from teamflow import Host, RetryableError, Step, StepContext, TaskRequest, Workflow, hookimpl
 from teamflow.config import load_config
-from teamflow.engine import runner as runner_module
-from teamflow.engine.runner import backoff
+from teamflow.engine import execute as runner_module
+from teamflow.engine.execute import backoff
 from teamflow.errors import ConfigError
+from teamflow.views import TaskPage
 
 # -- 1. backoff ------------------------------------------------------------------------------
 
@@ -396,8 +397,9 @@ def test_a_host_publishes_namespaces_policies_and_versions(make_host) -> None:
     )
     store = host.store
     assert store.recorded_owners() == {"alpha": "team-alpha", "beta": "team-beta"}
-    assert store.published_policy("beta") == {
-        "owner": "team-beta",
+    beta = store.published_namespace("beta")
+    assert beta is not None and beta.owner == "team-beta"
+    assert beta.policy == {
         "owner_team": "team-beta",
         "contact_email": "beta@example.test",
         "description": "",
@@ -405,18 +407,18 @@ def test_a_host_publishes_namespaces_policies_and_versions(make_host) -> None:
         "approvers": [],
         "allowed_callers": ["gamma", "alpha"],
     }
-    assert store.published_policy("alpha")["allowed_callers"] == ["*"]
-    assert store.published_policy("nobody") is None
+    assert store.published_namespace("alpha").policy["allowed_callers"] == ["*"]  # type: ignore[union-attr]
+    assert store.published_namespace("nobody") is None
 
-    versioned = {row["version"]: row for row in store.published_versions("alpha", "versioned")}
+    versioned = {row.version: row for row in store.published_versions("alpha", "versioned")}
     assert set(versioned) == {"1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1"}
     for version, row in versioned.items():
-        assert row["fingerprint"] == host.registry.get("alpha", "versioned", version).fingerprint
-        assert row["distribution"] == "team-alpha"
-    assert versioned["2.0.0"]["deprecated"] == "use 1.1.0" and versioned["1.1.0"]["deprecated"] is None
+        assert row.fingerprint == host.registry.get("alpha", "versioned", version).fingerprint
+        assert row.distribution == "team-alpha"
+    assert versioned["2.0.0"].deprecated == "use 1.1.0" and versioned["1.1.0"].deprecated is None
 
     [chain] = store.published_versions("alpha", "chain")
-    steps = chain["definition"]["steps"]
+    steps = chain.definition["steps"]
     assert [(s["name"], s["depends_on"], s["handler"], s["retry_limit"]) for s in steps] == [
         ("s1", [], "flows:noop", 3),
         ("s2", ["s1"], "flows:noop", 3),
@@ -424,13 +426,13 @@ def test_a_host_publishes_namespaces_policies_and_versions(make_host) -> None:
         ("s4", ["s3"], "flows:noop", 3),
     ]
     [parent] = store.published_versions("alpha", "parent")
-    assert parent["definition"]["steps"][1]["calls"] == ["beta/leaf@1.0.0"]
+    assert parent.definition["steps"][1]["calls"] == ["beta/leaf@1.0.0"]
     [leaf] = store.published_versions("beta", "leaf")
-    assert (leaf["fingerprint"], leaf["distribution"]) == (
+    assert (leaf.fingerprint, leaf.distribution) == (
         host.registry.get("beta", "leaf", "1.0.0").fingerprint,
         "team-beta",
     )
-    assert chain["fingerprint"] == host.registry.get("alpha", "chain", "1.0.0").fingerprint
+    assert chain.fingerprint == host.registry.get("alpha", "chain", "1.0.0").fingerprint
 
 
 @pytest.mark.parametrize("allowed", [("gamma",), ("*",)])
@@ -443,7 +445,7 @@ def test_published_caller_policy_is_enforced_by_a_host_without_the_plugin(make_h
     is created from the published definition (so the refusal comes from the policy).
     """
     publisher = make_host(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin(allowed_callers=allowed)))
-    assert publisher.store.published_policy("beta")["allowed_callers"] == list(allowed)
+    assert publisher.store.published_namespace("beta").policy["allowed_callers"] == list(allowed)  # type: ignore[union-attr]
     caller = make_host(("team-alpha", AlphaPlugin()))
     assert "beta" not in caller.registry.namespaces
     task_id = caller.execute_async(req("parent"))
@@ -475,12 +477,13 @@ class StoreReader:
         self.seen: list[tuple[Any, ...]] = []
         self.lock = threading.Lock()
 
-    def _read(self, task_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def _read(self, task_id: str) -> tuple[Any, list[Any]]:
         assert self.host is not None
         out: list[Any] = []
 
         def read() -> None:
-            out.append((self.host.store.task(task_id), self.host.store.steps(task_id)))
+            snapshot = self.host.store.snapshot(task_id)
+            out.append((snapshot and snapshot.task, snapshot.steps if snapshot else []))
             self.host.store.db.close()
 
         thread = threading.Thread(target=read)
@@ -491,7 +494,7 @@ class StoreReader:
     @hookimpl
     def teamflow_task_event(self, event) -> None:
         task, steps = self._read(event.task_id)
-        step_status = next((s["status"] for s in steps if s["name"] == event.step), None)
+        step_status = next((s.status for s in steps if s.name == event.step), None)
         with self.lock:
             self.seen.append(
                 (
@@ -501,7 +504,7 @@ class StoreReader:
                     event.name,
                     event.version,
                     event.task_id,
-                    task and task["status"],
+                    task and task.status,
                     step_status,
                 )
             )
@@ -596,14 +599,16 @@ def test_list_tasks_filters_by_version(make_host) -> None:
     old = {host.execute_async(req("versioned", version="1.0.0")) for _ in range(2)}
     new = {host.execute_async(req("versioned", version="1.1.0"))}
     other = host.execute_async(req("chain"))  # also version 1.0.0, another workflow
-    rows, _ = host.list_tasks(namespace="alpha", name="versioned", version="1.0.0")
-    assert {r["id"] for r in rows} == old and {r["version"] for r in rows} == {"1.0.0"}
-    rows, _ = host.list_tasks(name="versioned", version="1.1.0")
-    assert {r["id"] for r in rows} == new
-    rows, _ = host.list_tasks(version="1.0.0")
-    assert {r["id"] for r in rows} == old | {other}
-    assert host.list_tasks(version="9.9.9") == ([], None)
-    page, cursor = host.list_tasks(version="1.0.0", limit=2)
+    rows = host.list_tasks(namespace="alpha", name="versioned", version="1.0.0").tasks
+    assert {r.id for r in rows} == old and {r.version for r in rows} == {"1.0.0"}
+    rows = host.list_tasks(name="versioned", version="1.1.0").tasks
+    assert {r.id for r in rows} == new
+    rows = host.list_tasks(version="1.0.0").tasks
+    assert {r.id for r in rows} == old | {other}
+    assert host.list_tasks(version="9.9.9") == TaskPage([], None)
+    first = host.list_tasks(version="1.0.0", limit=2)
+    page, cursor = first.tasks, first.next_cursor
     assert len(page) == 2 and cursor is not None
-    rest, end = host.list_tasks(version="1.0.0", limit=2, cursor=cursor)
-    assert {r["id"] for r in page + rest} == old | {other} and end is None
+    second = host.list_tasks(version="1.0.0", limit=2, cursor=cursor)
+    rest, end = second.tasks, second.next_cursor
+    assert {r.id for r in page + rest} == old | {other} and end is None

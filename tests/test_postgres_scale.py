@@ -408,9 +408,9 @@ def test_sigkilled_worker_loses_nothing_and_only_its_steps_run_twice(
             # Its first attempt was held by the killed worker (the last claim of attempt 1:
             # a "call" step may have parked under another worker before).
             holders = [
-                t["actor"]
+                t.actor
                 for t in host.store.transitions(task_id_)
-                if t["step"] == name and t["to_status"] == "in_progress" and t["attempt"] == 1
+                if t.step == name and t.to_status == "in_progress" and t.attempt == 1
             ]
             assert holders and f":{victim.pid}:" in holders[-1], (task_id_, name, holders, victim.pid)
             first = [r for r in mine if r[2] == "1"]

@@ -49,8 +49,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from teamflow import Step, Workflow
 from teamflow.engine.engine import new_task_id
-from teamflow.registry import Contribution, Source, WorkflowEntry, build_registry
-from teamflow.store import Applied, Claimed, Outcome, Store
+from teamflow.registry import Contribution, Source, StepRow, WorkflowEntry, build_registry
+from teamflow.store import open_store
+from teamflow.store.records import Applied, Claimed, NewTask, Outcome
 
 WORKERS = ("w1", "w2", "w3")
 LEASE_S = 3600.0  # no lease runs out unless a rule makes it
@@ -58,6 +59,10 @@ TERMINAL = ("completed", "failed", "cancelled")
 MAX_TASKS = 4
 
 DagSpec = list[tuple[str, tuple[str, ...], int, bool]]  # (step, dependencies, retry_limit, retryable)
+
+
+def _finished(applied: Applied) -> list[tuple[str, str]]:
+    return [(f.task_id, f.status) for f in applied.finished_tasks]
 
 
 @st.composite
@@ -89,7 +94,7 @@ def empty_database() -> str:
     """A migrated database without tasks, copied for each example (quicker than migrating)."""
     folder = tempfile.mkdtemp(prefix="tf-machine-empty-")
     atexit.register(shutil.rmtree, folder, True)
-    store = Store(f"sqlite:///{folder}/teamflow.db")
+    store = open_store(f"sqlite:///{folder}/teamflow.db")
     store.connect()
     store.upgrade()
     store.close()
@@ -130,7 +135,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp(prefix="tf-machine-")
         shutil.copyfile(empty_database(), f"{self.tmp}/teamflow.db")
         # The machine checks scheduling, not durability: skip the fsyncs.
-        self.store = Store(f"sqlite:///{self.tmp}/teamflow.db", synchronous="OFF")
+        self.store = open_store(f"sqlite:///{self.tmp}/teamflow.db", synchronous="OFF")
         self.store.connect()
         self.tasks: dict[str, TaskModel] = {}
         self.held: dict[int, tuple[str, Claimed]] = {}  # step id -> (worker, its live claim)
@@ -214,10 +219,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def new_task(self, spec: DagSpec, mode: str, worker: str) -> None:
         task_id = new_task_id()
         entry = compile_dag(f"dag{len(self.tasks)}", spec)
-        row = {
-            "id": task_id, "namespace": "prop", "name": entry.name, "version": "1.0.0",
-            "fingerprint": entry.fingerprint, "route": entry.route, "context": "{}",
-        }
+        row = NewTask(task_id, "prop", entry.name, "1.0.0", entry.fingerprint, entry.route, "{}")
         self._tick()
         if mode == "group":  # stored in a worker's group commit, roots leased to it
             applied = self.store.apply([], worker, LEASE_S, claim_successors=True, creates=[(row, entry.step_rows)])
@@ -253,7 +255,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         due = dict(self.store.execute(
             "SELECT id, next_attempt_at FROM tf_step WHERE status = 'pending' AND deps_left = 0"
         ).fetchall())
-        claimed, started = self.store.claim(worker, LEASE_S, limit, task_ids=task_ids)
+        taken = self.store.claim(worker, LEASE_S, limit, task_ids=task_ids)
+        claimed, started = taken.claimed, taken.started
         got = [(c.task_id, c.name) for c in claimed]
         assert len(set(got)) == len(got), "a step was claimed twice"
         assert set(got) <= ready, f"claimed {set(got) - ready}, which are not ready"
@@ -348,7 +351,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def _lose_lease(self, worker: str, claim: Claimed) -> str:
         """The worker stalls: its lease runs out and the reaper takes the step back (an attempt)."""
         self.store.renew(worker, -1.0, [claim.step_id])  # a lease that ended a second ago
-        assert [row[0] for row in self.store.expired()] == [claim.step_id]
+        assert [lease.step_id for lease in self.store.expired()] == [claim.step_id]
         self._tick()
         applied = self.store.reap_expired()
         self.stamped = time.time()
@@ -359,7 +362,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert ok
         event(f"lost lease: {kind}")
         assert [(o.claim.step_id, o.kind) for o in applied.accepted] == [(claim.step_id, kind)]
-        assert applied.finished_tasks == finished and not applied.claimed
+        assert _finished(applied) == finished and not applied.claimed
         self.stale[claim.step_id] = (worker, claim)
         return kind
 
@@ -367,14 +370,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         """An operator cancels a task: its queued steps are cancelled, the ones in flight finish."""
         applied = self.store.cancel(task.id, "machine")
         if task.status in ("pending", "in_progress"):
-            assert applied.finished_tasks == [(task.id, "cancelled")]
+            assert _finished(applied) == [(task.id, "cancelled")]
             task.status = "cancelled"
             for step in task.steps.values():
                 if step.status == "pending":
                     step.status = "cancelled"
             event("task cancelled")
         else:
-            assert applied.finished_tasks == []
+            assert _finished(applied) == []
 
     def check_applied(
         self, applied: Applied, outcomes: list[Outcome], accepted: list[Outcome], finished: list[tuple[str, str]]
@@ -382,7 +385,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         taken = {id(o) for o in accepted}
         assert [id(o) for o in applied.accepted] == [id(o) for o in accepted]
         assert [id(o) for o in applied.dropped] == [id(o) for o in outcomes if id(o) not in taken]
-        assert sorted(applied.finished_tasks) == sorted(finished)
+        assert sorted(_finished(applied)) == sorted(finished)
 
     # -- invariants, against the database ----------------------------------------------------
 
@@ -438,19 +441,19 @@ def test_a_step_of_a_finished_task_is_never_claimed_again(database_url: str, end
     # while 'b' is in flight; then 'b' has a transient error, loses its lease, or is
     # given back by a stopping worker. (On both backends: PostgreSQL checks the task
     # with FOR SHARE.)
-    store = Store(database_url)
+    store = open_store(database_url)
     store.connect()
     store.upgrade()
     try:
         task_id = new_task_id()
-        row = {"id": task_id, "namespace": "prop", "name": "dag", "version": "1.0.0", "fingerprint": "f",
-               "route": "r", "context": "{}"}
-        a, b = store.create_task(row, [("a", 0, 1, True), ("b", 0, 3, True)], claim_for="w1", lease_s=LEASE_S)
+        row = NewTask(task_id, "prop", "dag", "1.0.0", "f", "r", "{}")
+        a, b = store.create_task(row, [StepRow("a", 0, 1, True), StepRow("b", 0, 3, True)], claim_for="w1",
+                                 lease_s=LEASE_S)
         if end == "failed":
             store.apply([Outcome("fail", a, error="permanent")], "w1", LEASE_S, claim_successors=True)
         else:
             store.cancel(task_id, "machine")
-        assert store.task(task_id)["status"] == end  # type: ignore[index]
+        assert store.task(task_id).status == end  # type: ignore[union-attr]
         if requeue == "retry":
             store.apply([Outcome("retry", b, error="transient")], "w1", LEASE_S, claim_successors=True)
         elif requeue == "lost lease":
@@ -460,7 +463,7 @@ def test_a_step_of_a_finished_task_is_never_claimed_again(database_url: str, end
             store.release([b], "w1", 0.0, "worker stopping")
         status = store.execute("SELECT status FROM tf_step WHERE id = ?", (b.step_id,)).fetchone()[0]
         assert status == "cancelled", f"step 'b' of a {end} task is {status}, not cancelled"
-        claimed, _ = store.claim("w2", LEASE_S, 10)
+        claimed = store.claim("w2", LEASE_S, 10).claimed
         assert claimed == [], f"step {claimed[0].name!r} of a {end} task claimed again (attempt {claimed[0].attempt})"
     finally:
         store.close()

@@ -18,7 +18,9 @@ from teamflow import Host, TaskRequest
 from teamflow.config import HostConfig, load_config
 from teamflow.engine.engine import new_task_id
 from teamflow.errors import ConfigError, StoreError
-from teamflow.store import Claimed, Outcome, Store, schema
+from teamflow.registry import StepRow
+from teamflow.store import DuplicateKey, Store, open_store, schema
+from teamflow.store.records import Claimed, ExistingTask, FinishedTask, NewTask, Outcome
 
 
 def req(name: str, **context: object) -> TaskRequest:
@@ -39,9 +41,9 @@ def sqlite_host(sqlite_url: str) -> Iterator[Host]:
 
 
 def test_upgrade_from_v1_keeps_tasks_history_and_moves_the_keys_to_partial_indexes(database_url: str) -> None:
-    store = Store(database_url)
+    store = open_store(database_url)
     store.connect()
-    with store.db.atomic():
+    with store.db.bind_ctx(schema.MODELS), store.db.atomic():
         schema.MIGRATIONS[1](store.db)
         # the two indexes v1 built from the models, before v2 made them partial
         store.db.execute_sql(
@@ -68,13 +70,13 @@ def test_upgrade_from_v1_keeps_tasks_history_and_moves_the_keys_to_partial_index
     assert store.upgrade() == [2]
     assert store.upgrade() == []  # idempotent
     assert store.schema_version() == schema.SCHEMA_VERSION == 2
-    assert [t["to_status"] for t in store.transitions(task_id)] == ["pending", "in_progress", "completed"]
+    assert [t.to_status for t in store.transitions(task_id)] == ["pending", "in_progress", "completed"]
     indexes = {ix.name for ix in store.db.get_indexes("tf_task")}
     assert {"tf_task_idempotency", "tf_task_parent"} <= indexes
     assert not {"tf_task_namespace_name_idempotency_key", "tf_task_parent_id_parent_step_call_ordinal"} & indexes
-    assert store.find_idempotent("alpha", "chain", "key-1") == (task_id, "h")
+    assert store.find_idempotent("alpha", "chain", "key-1") == ExistingTask(task_id, "h")
     # the key is still unique
-    with pytest.raises(store.integrity), store.tx():
+    with pytest.raises(DuplicateKey), store.tx():
         store.execute(
             "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
             "idempotency_key, created_at, updated_at) "
@@ -90,9 +92,9 @@ def test_history_keeps_its_order_per_task(make_host) -> None:
     second = host.execute_sync(req("chain"))
     for task in (first, second):
         history = host.store.transitions(task.id)
-        assert history[0]["to_status"] == "pending" and history[-1]["to_status"] == "completed"
-        assert [t["at"] for t in history] == sorted(t["at"] for t in history)
-        steps = [(t["step"], t["to_status"]) for t in history if t["step"]]
+        assert history[0].to_status == "pending" and history[-1].to_status == "completed"
+        assert [t.at for t in history] == sorted(t.at for t in history)
+        steps = [(t.step, t.to_status) for t in history if t.step]
         assert steps == [
             (name, status) for name in ("s1", "s2", "s3", "s4") for status in ("in_progress", "completed")
         ]
@@ -110,7 +112,7 @@ def test_a_transactions_history_is_written_whole_and_in_order_at_commit(make_hos
     with pytest.raises(RuntimeError), store.tx():
         store._transition([(task_id, None, "pending", "pending", 99, "test", "rolled back")])
         raise RuntimeError("roll back")
-    details = [t["detail"] for t in store.transitions(task_id) if t["actor"] == "test"]
+    details = [t.detail for t in store.transitions(task_id) if t.actor == "test"]
     assert details == [f"row {n}" for n in range(40)]
 
 
@@ -209,8 +211,7 @@ def test_new_tasks_and_step_outcomes_share_group_commits(sqlite_host: Host) -> N
         t.start()
 
     def queued() -> bool:  # the five creations wait behind the leader
-        with runner._outbox_lock:
-            return sum(1 for s in runner._outbox if s.create is not None) == 5
+        return runner.commit.pending_creations() == 5
 
     wait_for(queued)
     gate.release.set()
@@ -241,9 +242,9 @@ def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_
     # a step's outcome whose commit failed is committed again by housekeeping
     task_id = host.execute_async(req("chain"))
     runner = host.runner
-    [claim], _ = host.store.claim(host.engine.worker_id, 0.6, 1, task_ids=[task_id])
+    [claim] = host.store.claim(host.engine.worker_id, 0.6, 1, task_ids=[task_id]).claimed
     gate.fail_next = StoreError("database error on test: disk I/O error")
-    runner._commit([runner._outcome(claim, runner._load(claim))])  # type: ignore[arg-type]
+    runner.commit.commit([runner.executor.run(claim, runner.executor.load(claim))])  # type: ignore[arg-type]
     assert host.get_task(task_id).step("s1").status == "in_progress"
     runner.track(task_id)
     done = host.wait(task_id, timeout=10)
@@ -299,7 +300,7 @@ def batch_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         if problem:
             pytest.fail(problem) if IN_CI else pytest.skip(problem)
         urls = pg_schema_url()
-    store = Store(next(urls))
+    store = open_store(next(urls))
     store.connect()
     store.upgrade()
     yield store
@@ -317,13 +318,12 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
     steps, n_tasks, masks = run
     deps = dict(steps)
     successors = {name: tuple(s for s, d in steps if name in d) for name, _ in steps}
-    rows = [(name, len(d), 1, True) for name, d in steps]
+    rows = [StepRow(name, len(d), 1, True) for name, d in steps]
     held: list[Claimed] = []
     done: dict[str, set[str]] = {}
     for _ in range(n_tasks):
         task_id = new_task_id()
-        task = {"id": task_id, "namespace": "prop", "name": "dag", "version": "1.0.0", "fingerprint": "f",
-                "route": "r", "context": "{}"}
+        task = NewTask(task_id, "prop", "dag", "1.0.0", "f", "r", "{}")
         held += store.create_task(task, rows, claim_for="w", lease_s=30)
         done[task_id] = set()
     stale: list[Outcome] = []
@@ -343,13 +343,13 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
         for task_id, names in done.items():
             ready = {n for n in deps if n not in names and set(deps[n]) <= names}
             assert ready == {c.name for c in held if c.task_id == task_id}  # every ready step is claimed
-            finished = (task_id, "completed") in applied.finished_tasks
-            status = store.task(task_id)["status"]  # type: ignore[index]
+            finished = FinishedTask(task_id, "completed") in applied.finished_tasks
+            status = store.task(task_id).status  # type: ignore[union-attr]
             assert (status == "completed") == (names == set(deps))
             assert finished <= (status == "completed")
     assert not held and all(names == set(deps) for names in done.values())
     for task_id in done:
-        history = [(t["step"], t["to_status"]) for t in store.transitions(task_id)]
+        history = [(t.step, t.to_status) for t in store.transitions(task_id)]
         assert history[0] == (None, "pending") and history[-1] == (None, "completed")
         assert sorted(h for h in history if h[0]) == sorted(
             (name, status) for name in deps for status in ("in_progress", "completed")
@@ -358,9 +358,8 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
 
 def test_renew_extends_and_counts_only_the_leases_the_worker_still_holds(batch_store: Store) -> None:
     store = batch_store
-    task = {"id": new_task_id(), "namespace": "prop", "name": "dag", "version": "1.0.0", "fingerprint": "f",
-            "route": "r", "context": "{}"}
-    a, b = store.create_task(task, [("a", 0, 1, True), ("b", 0, 1, True)], claim_for="w", lease_s=30)
+    task = NewTask(new_task_id(), "prop", "dag", "1.0.0", "f", "r", "{}")
+    a, b = store.create_task(task, [StepRow("a", 0, 1, True), StepRow("b", 0, 1, True)], claim_for="w", lease_s=30)
     store.apply([Outcome("complete", b, result="1")], "w", 30, claim_successors=False)  # no longer held
     expiry = "SELECT lease_expires_at FROM tf_step WHERE id = ?"
     before = store.execute(expiry, (a.step_id,)).fetchone()[0]

@@ -93,9 +93,9 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path, database_url: str, recor
             assert 1 <= len(runs) <= step.attempts
             if step.attempts > 1:
                 holders = {
-                    t["actor"]
+                    t.actor
                     for t in host.store.transitions(task_id)
-                    if t["step"] == step.name and t["to_status"] == "in_progress" and t["attempt"] == 1
+                    if t.step == step.name and t.to_status == "in_progress" and t.attempt == 1
                 }
                 assert [f":{first.pid}:" in h for h in holders] == [True]
     host.close()
@@ -204,7 +204,7 @@ def test_graceful_stop_releases_steps_in_hand(tmp_path: Path, sqlite_url: str, r
     assert task.step("two").status == "pending" and task.step("two").attempts == 0
     assert host.store.execute("SELECT lease_owner FROM tf_step WHERE task_id = ? AND name = 'two'",
                               (task_id,)).fetchone() == (None,)
-    moves = [(t["from_status"], t["to_status"], t["detail"]) for t in host.store.transitions(task_id) if t["step"] == "two"]
+    moves = [(t.from_status, t.to_status, t.detail) for t in host.store.transitions(task_id) if t.step == "two"]
     assert moves == [("pending", "in_progress", None), ("in_progress", "pending", "worker stopping")]
     assert not any(r[1] == "two" for r in executions(record))
     assert not os.environ.get("TEAMFLOW_DATABASE_URL")

@@ -23,6 +23,7 @@ from teamflow import views
 from teamflow.errors import TeamflowError
 from teamflow.models import TaskRequest, TaskResult
 from teamflow.refs import parse_ref
+from teamflow.serialization import unstructure
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -38,14 +39,25 @@ STATUS_STYLE = {
 }
 
 
-def _host(ctx: click.Context, **kwargs: Any) -> Any:
+def _config(ctx: click.Context) -> Any:
+    """The configuration in force: the file or environment, with the command line's overrides."""
+    import attrs
+
     from teamflow.config import load_config
-    from teamflow.host import Host
     from teamflow.logs import configure_logging
 
-    config = load_config(ctx.obj.get("config"))
-    configure_logging(config.log_format, ctx.obj.get("log_level") or config.log_level)
-    return Host(database_url=ctx.obj.get("database_url"), config=config, **kwargs)
+    root = ctx.find_root().obj
+    config = load_config(root.get("config"))
+    if root.get("database_url"):
+        config = attrs.evolve(config, database_url=root["database_url"])
+    configure_logging(config.log_format, root.get("log_level") or config.log_level)
+    return config
+
+
+def _host(ctx: click.Context, **kwargs: Any) -> Any:
+    from teamflow.host import Host
+
+    return Host(config=_config(ctx), **kwargs)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,7 +75,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Print a view (or plain data) as JSON: the same shape the HTTP API answers."""
+    click.echo(json.dumps(unstructure(data), indent=2, default=str))
 
 
 def _styled(status: str) -> str:
@@ -99,9 +112,8 @@ def main(ctx: click.Context, config: str | None, database_url: str | None, log_l
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins, what each registered, and every refusal and conflict."""
     host = _host(ctx)
-    report = views.load_report(host.plugins)
     if as_json:
-        _json(report)
+        _json(host.load_report())
         return
     table = Table(title="teamflow plugins")
     for column in ("distribution", "version", "status", "namespaces", "workflows", "hooks"):
@@ -170,41 +182,26 @@ def _print_problems(host: Any) -> int:
 def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
     """List namespaces and their workflow versions."""
     host = _host(ctx)
-    if namespace is not None:
-        host.registry.require_namespace(namespace)
-    rows = views.workflows(host.registry, namespace)
+    registry = views.registry_view(host.registry, namespace)
     if as_json:
-        _json(
-            {
-                "namespaces": [n for n in views.namespaces(host.registry) if namespace in (None, n["name"])],
-                "workflows": rows,
-            }
-        )
+        _json(registry)
         return
-    for ns in views.namespaces(host.registry):
-        if namespace not in (None, ns["name"]):
-            continue
-        approval = " [magenta](requires approval)[/]" if ns["requires_approval"] else ""
+    for ns in registry.namespaces:
+        approval = " [magenta](requires approval)[/]" if ns.requires_approval else ""
         table = Table(
-            title=f"{escape(ns['name'])}: team {escape(ns['owner_team'])} <{escape(ns['contact_email'])}>, "
-            f"{escape(ns['owner_distribution'])}{approval}",
+            title=f"{escape(ns.name)}: team {escape(ns.owner_team)} <{escape(ns.contact_email)}>, "
+            f"{escape(ns.owner_distribution)}{approval}",
             title_justify="left",
         )
         for column in ("workflow", "versions", "default", "distribution"):
             table.add_column(column)
-        for row in rows:
-            if row["namespace"] != ns["name"]:
+        for row in registry.workflows:
+            if row.namespace != ns.name:
                 continue
             versions = ", ".join(
-                escape(v["version"]) + (" [dim](deprecated)[/]" if v["deprecated"] else "")
-                for v in row["versions"]
+                escape(v.version) + (" [dim](deprecated)[/]" if v.deprecated else "") for v in row.versions
             )
-            table.add_row(
-                Text(row["name"]),
-                versions,
-                Text(row["latest"] or "-"),
-                Text(row["versions"][0]["distribution"]),
-            )
+            table.add_row(Text(row.name), versions, Text(row.latest or "-"), Text(row.versions[0].distribution))
         out.print(table)
 
 
@@ -222,32 +219,27 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         _json(data)
         return
-    _line(data["reference"], "bold", data["description"])
-    if data["deprecated"]:
-        _line("deprecated:", "yellow", data["deprecated"])
-    out.print(
-        Text(
-            f"owner: team {data['owner_team']} <{data['contact_email']}>, namespace owned by "
-            f"{data['owner_distribution']}"
-        )
-    )
-    out.print(Text(f"shipped by: {data['distribution']} {data['distribution_version']}"))
-    out.print(Text(f"fingerprint: {data['fingerprint']}"))
+    _line(data.reference, "bold", data.description)
+    if data.deprecated:
+        _line("deprecated:", "yellow", data.deprecated)
+    out.print(Text(f"owner: team {data.owner_team} <{data.contact_email}>, namespace owned by {data.owner_distribution}"))
+    out.print(Text(f"shipped by: {data.distribution} {data.distribution_version}"))
+    out.print(Text(f"fingerprint: {data.fingerprint}"))
     table = Table()
     for column in ("step", "depends on", "handler", "retries", "timeout", "calls"):
         table.add_column(column)
-    for s in data["steps"]:
+    for s in data.steps:
         table.add_row(
-            Text(s["name"]),
-            Text(", ".join(s["depends_on"]) or "-"),
-            Text(s["handler"]),
-            str(s["retry_limit"]) + ("" if s["retryable"] else " (not retryable)"),
-            f"{s['timeout_s']}s" if s["timeout_s"] else "-",
-            Text(", ".join(s["calls"]) or "-"),
+            Text(s.name),
+            Text(", ".join(s.depends_on) or "-"),
+            Text(s.handler),
+            str(s.retry_limit) + ("" if s.retryable else " (not retryable)"),
+            f"{s.timeout_s}s" if s.timeout_s else "-",
+            Text(", ".join(s.calls) or "-"),
         )
     out.print(table)
-    for caller in data["called_by"]:
-        out.print(Text(f"called by {caller['caller']} step {caller['step']} ({caller['call']})"))
+    for caller in data.called_by:
+        out.print(Text(f"called by {caller.caller} step {caller.step} ({caller.call})"))
 
 
 @main.command()
@@ -257,25 +249,20 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 def check(ctx: click.Context, as_json: bool) -> None:
     """Exit 1 on any load failure, refusal, conflict, drift or task no worker can serve."""
     host = _host(ctx)
-    unservable = host.unservable()
+    report = host.load_report()
     if as_json:
-        _json({**views.load_report(host.plugins), "unservable_tasks": unservable})
+        _json(report)
     else:
         count = _print_problems(host)
-        for u in unservable:
+        for u in report.unservable_tasks:
             count += 1
-            _line(
-                "UNSERVABLE",
-                "red",
-                f"{u['tasks']} task(s) of {u['reference']} ({u['fingerprint'][:12]}): "
-                f"{u['reason']}\n  fix: install the plugin version that shipped it, or cancel the tasks",
-            )
+            _line("UNSERVABLE", "red", f"{u.message}\n  fix: {u.fix}")
         if count == 0:
             out.print(
                 f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
                 f"namespace(s), {len(host.registry)} workflow version(s)"
             )
-    sys.exit(1 if (host.plugins.problems or unservable) else 0)
+    sys.exit(1 if (report.problems or report.unservable_tasks) else 0)
 
 
 @main.command()
@@ -347,11 +334,11 @@ def run(
                 status.update(f"{task.ref} {done}/{len(task.steps)} steps done; running: {running or '-'}")
 
             result = host.execute_sync(request, progress=progress)
-    host.close()
     if as_json:
-        _json(views.task(result))
+        _json(host.task_view(result.id))
     else:
         _print_task(host, result)
+    host.close()
     sys.exit(0 if result.status == "completed" else 1)
 
 
@@ -394,13 +381,10 @@ def _print_task(host: Any, task: TaskResult) -> None:
 def task_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Show a task: its steps as a tree with status, attempts, durations, results, errors, children."""
     host = _host(ctx)
-    result = host.get_task(task_id)
     if as_json:
-        data = views.task(result)
-        data["transitions"] = host.store.transitions(task_id)
-        _json(data)
+        _json(host.task_view(task_id))
     else:
-        _print_task(host, result)
+        _print_task(host, host.get_task(task_id))
 
 
 @main.command()
@@ -425,27 +409,25 @@ def tasks(
 ) -> None:
     """List tasks, newest first."""
     host = _host(ctx)
-    rows, next_cursor = host.list_tasks(
-        namespace=namespace, name=name, version=version, status=status, limit=limit, cursor=cursor
-    )
+    page = host.list_tasks(namespace=namespace, name=name, version=version, status=status, limit=limit, cursor=cursor)
     if as_json:
-        _json({"tasks": rows, "next_cursor": next_cursor})
+        _json(page)
         return
     table = Table()
     for column in ("id", "workflow", "status", "created", "parent"):
         table.add_column(column)
-    for r in rows:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+    for r in page.tasks:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         table.add_row(
-            r["id"],
-            Text(f"{r['namespace']}/{r['name']}@{r['version']}"),
-            _styled(r["status"]),
+            r.id,
+            Text(f"{r.namespace}/{r.name}@{r.version}"),
+            _styled(r.status),
             created,
-            r["parent_id"] or "",
+            r.parent_id or "",
         )
     out.print(table)
-    if next_cursor:
-        out.print(f"more: --cursor {next_cursor}")
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}")
 
 
 @main.command()
@@ -545,19 +527,12 @@ def db() -> None:
 @click.pass_context
 @handle_errors
 def upgrade(ctx: click.Context) -> None:
-    """Apply schema migrations (idempotent)."""
-    from teamflow.config import load_config
-    from teamflow.store import Store
+    """Apply schema migrations to the configured database (idempotent)."""
+    from teamflow.host import Host
 
-    config = load_config(ctx.parent.obj.get("config") if ctx.parent else None)
-    url = (ctx.find_root().obj or {}).get("database_url") or config.database_url
-    store = Store(url)
-    store.connect()
-    applied = store.upgrade()
-    out.print(
-        f"schema at version {store.schema_version()}" + (f" (applied migration {', '.join(map(str, applied))})" if applied else " (current)")
-    )
-    store.close()
+    done = Host.upgrade_database(_config(ctx))
+    applied = f" (applied migration {', '.join(map(str, done.applied))})" if done.applied else " (current)"
+    out.print(Text(f"schema at version {done.schema_version}{applied}"))
 
 
 if __name__ == "__main__":

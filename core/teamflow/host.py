@@ -1,4 +1,11 @@
-"""The host: discovery -> hooks -> registry -> store -> engine, assembled in that order."""
+"""The host: discovery -> hooks -> registry -> store -> engine, assembled in that order,
+and the one way in for the surfaces (CLI, HTTP API, admin pages).
+
+What the surfaces show comes from here, already in its typed shape (``teamflow.views``):
+a task with its children and history, readiness (one definition for ``/health/ready``
+and ``teamflow check``), the stats behind ``/metrics``, and the database upgrade with the
+configuration in force. The surfaces never reach the store or the engine.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +17,36 @@ from typing import Any
 import attrs
 from loguru import logger
 
+from teamflow import views
 from teamflow.config import HostConfig, load_config, normalize_distribution
-from teamflow.engine.engine import Engine, policy_dict
+from teamflow.engine.engine import Engine
+from teamflow.engine.events import Events
 from teamflow.engine.runner import Runner, new_worker_id
-from teamflow.errors import InvalidCursor, NamespaceNotFound
-from teamflow.models import TaskRequest, TaskResult
+from teamflow.errors import InvalidCursor, NamespaceNotFound, NotApproved, TeamflowError
+from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
-from teamflow.published import definition_json
+from teamflow.published import definition, policy_dict
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
-from teamflow.store import Store
+from teamflow.store import Store, open_store
+from teamflow.store.records import NamespaceRecord, TaskFilter, VersionRecord
+from teamflow.store.schema import SCHEMA_VERSION
 
-TERMINAL = ("completed", "failed", "cancelled")
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
 
 def _in_process_source(plugin: object, name: str | None) -> Source:
     dist = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     return Source(
         normalize_distribution(dist), str(getattr(plugin, "__version__", "0+local")), f"in-process {dist}"
+    )
+
+
+def _open(config: HostConfig) -> Store:
+    return open_store(
+        config.database_url,
+        synchronous=config.sqlite_synchronous,
+        wal_autocheckpoint=config.sqlite_wal_autocheckpoint,
     )
 
 
@@ -58,12 +77,8 @@ class Host:
         for item in plugins:
             name, obj = item if isinstance(item, tuple) else (None, item)
             self._plugins.register(obj, _in_process_source(obj, name))
-        self.store = Store(
-            config.database_url,
-            synchronous=config.sqlite_synchronous,
-            wal_autocheckpoint=config.sqlite_wal_autocheckpoint,
-        )
-        self.store.ensure_schema(auto=migrate if migrate is not None else self.store.dialect == "sqlite")
+        self.store = _open(config)
+        self.store.ensure_schema(auto=migrate if migrate is not None else self.store.migrates_itself)
         rules = Rules(
             platform_namespaces=config.platform_namespaces(),
             owner_pins=config.owner_pins,
@@ -72,15 +87,14 @@ class Host:
             recorded_owners=self.store.recorded_owners(),
             recorded_fingerprints=self.store.recorded_fingerprints(),
         )
-        self.registry: Registry = build_registry(
-            self._plugins.collect(), rules, self._plugins.resolve_conflict
-        )
+        self.registry: Registry = build_registry(self._plugins.collect(), rules, self._plugins.resolve_conflict)
         self.plugins: LoadReport = self._plugins.report(self.registry)
         self._publish()
         self.worker_id = new_worker_id()
-        self.engine = Engine(
-            self.store, self.registry, self._plugins, lease_s=config.lease_s, worker_id=self.worker_id
-        )
+        self.events = Events(self._plugins, self.store)
+        self.engine = Engine(self.store, self.registry, self.events, lease_s=config.lease_s, worker_id=self.worker_id)
+        self.stopping = threading.Event()  # set by a server that began to stop (readiness says so)
+        self._runner: Runner | None = None
         self._runner_lock = threading.Lock()
 
     @classmethod
@@ -88,60 +102,70 @@ class Host:
         """A host configured from ``teamflow.toml`` / ``TEAMFLOW_*`` variables."""
         return cls(**kwargs)
 
+    @staticmethod
+    def upgrade_database(config: HostConfig) -> views.SchemaUpgrade:
+        """Apply the missing migrations to ``config``'s database (no plugin is loaded)."""
+        store = _open(config)
+        try:
+            store.connect()
+            applied = store.upgrade()
+            return views.SchemaUpgrade(store.safe_url, store.schema_version() or 0, applied)
+        finally:
+            store.close()
+
     def _publish(self) -> None:
-        namespaces = [
-            {"name": name, "owner": ns.owner, "policy": policy_dict(ns.policy)}
-            for name, ns in self.registry.namespaces.items()
-        ]
-        versions = [
-            {
-                "namespace": e.namespace,
-                "name": e.name,
-                "version": e.version.text,
-                "fingerprint": e.fingerprint,
-                "distribution": e.source.distribution,
-                "distribution_version": e.source.version,
-                "deprecated": e.deprecated,
-                "definition": definition_json(e),
-            }
-            for e in self.registry.entries()
-        ]
-        self.store.publish(namespaces, versions)
+        self.store.publish(
+            [
+                NamespaceRecord(name, ns.owner, policy_dict(ns.policy))
+                for name, ns in self.registry.namespaces.items()
+            ],
+            [
+                VersionRecord(
+                    e.namespace, e.name, e.version.text, e.fingerprint, e.source.distribution, e.source.version,
+                    e.deprecated, definition(e),
+                )
+                for e in self.registry.entries()
+            ],
+        )
+
+    @property
+    def database(self) -> str:
+        """The database URL, without its password."""
+        return self.store.safe_url
 
     # -- running tasks --------------------------------------------------------------------
 
     @property
     def runner(self) -> Runner:
-        """This process's runner: a worker when ``run_worker`` started one, else a local one."""
+        """This process's runner: a worker when ``start_worker`` started one, else a local one."""
         with self._runner_lock:
-            if self.engine.runner is None:
-                self.engine.runner = self._make_runner(concurrency=4, namespaces=None, worker_mode=False)
-                self.engine.runner.start()
-            return self.engine.runner
+            if self._runner is None:
+                self._runner = self._make_runner(concurrency=4, namespaces=None, worker_mode=False)
+                self._runner.start()
+            return self._runner
 
-    def _make_runner(
-        self, *, concurrency: int, namespaces: Sequence[str] | None, worker_mode: bool
-    ) -> Runner:
-        waker = None
-        if worker_mode and self.store.dialect == "postgres":
-            from teamflow.store.listen import listener
-
-            waker = listener(self.store)
+    def _make_runner(self, *, concurrency: int, namespaces: Sequence[str] | None, worker_mode: bool) -> Runner:
         return Runner(
+            self.store,
+            self.registry,
             self.engine,
+            self.events,
+            worker_id=self.worker_id,
+            lease_s=self.config.lease_s,
             concurrency=concurrency,
             namespaces=namespaces,
             worker_mode=worker_mode,
             poll_interval_s=self.config.poll_interval_s,
             retry_base_s=self.config.retry_base_s,
             retry_max_s=self.config.retry_max_s,
-            waker=waker,
+            watch=self.store.watch if worker_mode else None,
         )
 
     def execute_async(self, request: TaskRequest) -> str:
         """Validate and store the task for workers; return its id."""
-        task_id, _, _ = self.engine.create(request, claim=False)
-        runner = self.engine.runner
+        entry, _ = self.engine.prepare(request)
+        task_id = self.engine.create(request, entry, claim=False).id
+        runner = self._runner
         if runner is not None and runner.worker_mode:
             runner.wake()
         return task_id
@@ -153,17 +177,19 @@ class Host:
         progress: Callable[[TaskResult], None] | None = None,
     ) -> TaskResult:
         """Run the task to the end in this process and return its final state."""
-        entry = self.engine.prepare(request)
+        entry, _ = self.engine.prepare(request)
         runner = self.runner
-        task_id, claimed, _ = self.engine.create(request, claim=runner.serves(entry.namespace), entry=entry)
-        done = runner.waiter(task_id)
-        if claimed and timeout is None and progress is None:
-            runner.drive(task_id, claimed)  # runs the task's chain on this thread
-        elif claimed:  # the caller needs control back (timeout, progress): step threads run it
-            runner.adopt(task_id, claimed)
+        # On a single-writer database the new task joins the runner's next group commit.
+        via = runner if self.store.single_writer else None
+        created = self.engine.create(request, entry, claim=runner.serves(entry.namespace), via=via)
+        done = runner.waiter(created.id)
+        if created.claimed and timeout is None and progress is None:
+            runner.drive(created.id, created.claimed)  # runs the task's chain on this thread
+        elif created.claimed:  # the caller needs control back (timeout, progress): step threads run it
+            runner.adopt(created.id, created.claimed)
         else:  # an existing task (idempotency) or one this process does not serve: pick up what it can
-            runner.track(task_id)
-        return self.wait(task_id, timeout=timeout, event=done, progress=progress)
+            runner.track(created.id)
+        return self.wait(created.id, timeout=timeout, event=done, progress=progress)
 
     def wait(
         self,
@@ -190,14 +216,25 @@ class Host:
     def get_task(self, task_id: str) -> TaskResult:
         return self.engine.get_task(task_id)
 
+    def task_view(self, task_id: str) -> views.TaskView:
+        """The task as every surface shows it: its steps, child tasks and history."""
+        return views.task_view(self.engine.task_detail(task_id))
+
     def cancel(self, task_id: str, actor: str = "api") -> TaskResult:
         return self.engine.cancel(task_id, actor)
 
     def retry(self, task_id: str, actor: str = "cli") -> list[str]:
-        return self.engine.retry(task_id, actor)
+        """Re-open a failed task's failed steps (attempts reset, history kept); their names."""
+        reopened = self.engine.retry(task_id, actor)
+        if self._runner is not None:
+            self._runner.track(task_id)
+        return reopened
 
     def resolve_step(self, task_id: str, step: str, result: Any = None, actor: str = "cli") -> TaskResult:
-        return self.engine.resolve_step(task_id, step, result, actor)
+        task = self.engine.resolve_step(task_id, step, result, actor)
+        if self._runner is not None:
+            self._runner.track(task_id)
+        return task
 
     def list_tasks(
         self,
@@ -209,7 +246,7 @@ class Host:
         parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> views.TaskPage:
         """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
         before = None
         if cursor:
@@ -221,22 +258,13 @@ class Host:
                     f"invalid cursor {cursor!r}: pass the next_cursor of the previous page"
                 ) from None
         limit = max(1, min(limit, 500))
-        rows = self.store.list_tasks(
-            filters={
-                "namespace": namespace,
-                "name": name,
-                "version": version,
-                "status": status,
-                "parent_id": parent_id,
-            },
-            limit=limit + 1,
-            before=before,
-        )
+        where = TaskFilter(namespace, name, version, status, parent_id, before)
+        rows = self.store.list_tasks(where, limit + 1)
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_cursor = f"{rows[-1]['created_at']!r}_{rows[-1]['id']}"
-        return rows, next_cursor
+            next_cursor = f"{rows[-1].created_at!r}_{rows[-1].id}"
+        return views.TaskPage([views.task_summary(r) for r in rows], next_cursor)
 
     def approve(self, ref: str, approver: str) -> str:
         """Approve a workflow version's current fingerprint; returns the fingerprint."""
@@ -244,14 +272,59 @@ class Host:
         entry = self.registry.resolve(parsed.namespace, parsed.name, parsed.version)
         policy = self.registry.namespaces[entry.namespace].policy
         if policy.approvers and approver not in policy.approvers:
-            from teamflow.errors import NotApproved
-
             raise NotApproved(
                 f"{approver} is not an approver of namespace {entry.namespace!r}; approvers: "
                 f"{', '.join(policy.approvers)}"
             )
         self.store.approve(entry.namespace, entry.name, entry.version.text, entry.fingerprint, approver)
         return entry.fingerprint
+
+    # -- what the surfaces show -------------------------------------------------------------
+
+    def unservable(self) -> list[views.Unservable]:
+        """Unfinished tasks whose version and fingerprint this host's registry does not hold."""
+        problems = []
+        for active in self.store.active_versions():
+            entry = self.registry.get(active.namespace, active.name, active.version)
+            if entry is not None and entry.fingerprint == active.fingerprint:
+                continue
+            problems.append(views.unservable(active, loaded=entry.fingerprint if entry else None))
+        return problems
+
+    def load_report(self) -> views.LoadReportView:
+        """Plugins, refusals, conflicts, drift, and the tasks no worker here can serve."""
+        return views.load_report(self.plugins, self.unservable())
+
+    def readiness(self) -> views.Health:
+        """Whether this host can do its work: the database answers, its schema is this
+        teamflow's, every unfinished task can be served here, and it is not stopping."""
+        reasons: list[str] = []
+        version = None
+        try:
+            version = self.store.schema_version()
+            if version != SCHEMA_VERSION:
+                reasons.append(
+                    f"database schema is at version {version or 0}, this teamflow needs {SCHEMA_VERSION}: "
+                    "run `teamflow db upgrade`"
+                )
+            reasons.extend(u.message for u in self.unservable())
+        except Exception as exc:  # readiness reports a broken database, it never fails with it
+            logger.warning("readiness check: database error: {}", exc)
+            reasons.append(f"database: {exc.detail if isinstance(exc, TeamflowError) else exc}")
+        if self.stopping.is_set():
+            reasons.append("the server is stopping")
+        return views.Health(status="unavailable" if reasons else "ok", reasons=reasons, schema_version=version)
+
+    def stats(self) -> views.Stats:
+        """Tasks and steps by workflow version and status, step durations, loaded versions."""
+        return views.Stats(
+            tasks=self.store.task_counts(),
+            steps=self.store.step_counts(),
+            durations=self.store.step_durations(STEP_BUCKETS),
+            buckets=STEP_BUCKETS,
+            unservable=self.unservable(),
+            versions={ns: len(self.registry.entries(ns)) for ns in sorted(self.registry.namespaces)},
+        )
 
     # -- workers --------------------------------------------------------------------------
 
@@ -264,13 +337,11 @@ class Host:
                 f"{', '.join(sorted(self.registry.namespaces)) or 'none'} (install the team's plugin)"
             )
         with self._runner_lock:
-            if self.engine.runner is not None:
-                self.engine.runner.stop()
-            self.engine.runner = self._make_runner(
-                concurrency=concurrency, namespaces=namespaces, worker_mode=True
-            )
-            self.engine.runner.start()
-            return self.engine.runner
+            if self._runner is not None:
+                self._runner.stop()
+            self._runner = self._make_runner(concurrency=concurrency, namespaces=namespaces, worker_mode=True)
+            self._runner.start()
+            return self._runner
 
     def run_worker(
         self,
@@ -291,33 +362,11 @@ class Host:
         stop.wait()
         runner.stop()
 
-    def unservable(self) -> list[dict[str, Any]]:
-        """Unfinished tasks whose version and fingerprint this host's registry does not hold."""
-        problems = []
-        for namespace, name, version, fingerprint, count in self.store.active_keys():
-            entry = self.registry.get(namespace, name, version)
-            if entry is not None and entry.fingerprint == fingerprint:
-                continue
-            why = (
-                "version not loaded (removed, blocked or refused)"
-                if entry is None
-                else f"definition drifted: tasks need {fingerprint[:12]}, loaded {entry.fingerprint[:12]}"
-            )
-            problems.append(
-                {
-                    "reference": f"{namespace}/{name}@{version}",
-                    "fingerprint": fingerprint,
-                    "tasks": count,
-                    "reason": why,
-                }
-            )
-        return problems
-
     def close(self) -> None:
-        runner = self.engine.runner
+        with self._runner_lock:
+            runner, self._runner = self._runner, None
         if runner is not None:
             runner.stop()
-            self.engine.runner = None
         self.store.close()
 
     def __enter__(self) -> Host:

@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+TERMINAL = ("completed", "failed", "cancelled")  # a task in one of these has ended
+
 
 def _names(value: object) -> tuple[Any, ...]:
     """Accept one name or a sequence of them; never raise (the registry validates)."""

@@ -1,23 +1,22 @@
-"""What other hosts published to the store, for namespaces this process did not load.
+"""What a host publishes of the versions it loaded, and reading that back on another host.
 
 A worker that holds only its own team's plugin can still resolve a request for another
 team's workflow, check that namespace's ``allowed_callers`` and approval policy, and
-create the child task for a worker that does hold it.
+create the child task for a worker that does hold it. Writing and reading the published
+definition are kept side by side here, so its format has one owner.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import attrs
 import jsonschema
 
-from teamflow.errors import NamespaceNotFound, WorkflowNotFound
 from teamflow.fingerprint import route_key
 from teamflow.models import NamespacePolicy
-from teamflow.registry import Constraint, select_version
-from teamflow.store import Store
+from teamflow.registry import Constraint, StepRow, WorkflowEntry, select_version
 from teamflow.versions import Version, parse_version
 
 
@@ -26,16 +25,61 @@ def schema_errors(validator: Any, context: Any) -> list[str]:
     return [f"{e.json_path}: {e.message}" for e in errors]
 
 
+def definition(entry: WorkflowEntry) -> dict[str, Any]:
+    """The published definition of a loaded workflow version."""
+    return {
+        "steps": [
+            {
+                "name": n,
+                "depends_on": list(s.depends_on),
+                "handler": entry.handler_refs[n],
+                "calls": list(s.calls),
+                "retry_limit": s.retry_limit,
+                "retryable": s.retryable,
+                "timeout_s": s.timeout_s,
+            }
+            for n, s in entry.steps.items()
+        ],
+        "description": entry.workflow.description,
+        "context_schema": entry.workflow.context_schema,
+    }
+
+
+def policy_dict(policy: NamespacePolicy) -> dict[str, Any]:
+    """A namespace policy as published."""
+    return {
+        "owner_team": policy.owner_team,
+        "contact_email": policy.contact_email,
+        "description": policy.description,
+        "requires_approval": policy.requires_approval,
+        "approvers": list(policy.approvers),
+        "allowed_callers": list(policy.allowed_callers),
+    }
+
+
+def published_policy(namespace: str, data: Mapping[str, Any]) -> NamespacePolicy:
+    """The policy another host published for ``namespace``."""
+    return NamespacePolicy(
+        name=namespace,
+        owner_team=data["owner_team"],
+        contact_email=data["contact_email"],
+        description=data.get("description", ""),
+        requires_approval=data.get("requires_approval", False),
+        approvers=tuple(data.get("approvers", ())),
+        allowed_callers=tuple(data.get("allowed_callers", ("*",))),
+    )
+
+
 @attrs.define(slots=True, eq=False)
 class PublishedEntry:
-    """A workflow version known from the store, not from a plugin loaded here."""
+    """A workflow version known from what another host published, not from a plugin loaded here."""
 
     namespace: str
     name: str
     version: Version
     fingerprint: str
     deprecated: str | None
-    step_rows: tuple[tuple[str, int, int, bool], ...]
+    step_rows: tuple[StepRow, ...]
     context_schema: dict[str, Any] | None
     distribution: str
 
@@ -54,72 +98,42 @@ class PublishedEntry:
         return schema_errors(jsonschema.validators.validator_for(schema)(schema), context)
 
 
-def published_policy(store: Store, namespace: str) -> NamespacePolicy:
-    data = store.published_policy(namespace)
-    if data is None:
-        known = sorted(store.recorded_owners())
-        raise NamespaceNotFound(
-            f"namespace {namespace!r} is neither loaded here nor published by any host; namespaces: "
-            f"{', '.join(known) or 'none'}",
-            namespace=namespace,
-            namespaces=known,
-        )
-    return NamespacePolicy(
-        name=namespace,
-        owner_team=data["owner_team"],
-        contact_email=data["contact_email"],
-        description=data.get("description", ""),
-        requires_approval=data.get("requires_approval", False),
-        approvers=tuple(data.get("approvers", ())),
-        allowed_callers=tuple(data.get("allowed_callers", ("*",))),
-    )
+class PublishedRow(Protocol):
+    """What ``resolve_published`` reads of a published version (the store's ``VersionRecord``)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def deprecated(self) -> str | None: ...
+    @property
+    def definition(self) -> dict[str, Any]: ...
+    @property
+    def distribution(self) -> str: ...
 
 
 def resolve_published(
-    store: Store, namespace: str, name: str, version: str | None, default: Constraint | None
-) -> PublishedEntry:
-    rows = store.published_versions(namespace, name)
-    if not rows:
-        raise WorkflowNotFound(f"{namespace}/{name} was not published by any host", namespace=namespace, name=name)
-    entries = []
-    for row in rows:
-        definition = row["definition"]
-        entries.append(
-            PublishedEntry(
-                namespace=namespace,
-                name=name,
-                version=parse_version(row["version"]),
-                fingerprint=row["fingerprint"],
-                deprecated=row["deprecated"],
-                step_rows=tuple(
-                    (s["name"], len(set(s["depends_on"])), 1 + s["retry_limit"], s["retryable"])
-                    for s in definition["steps"]
-                ),
-                context_schema=definition.get("context_schema"),
-                distribution=row["distribution"],
-            )
+    namespace: str, name: str, rows: Iterable[PublishedRow], version: str | None, default: Constraint | None
+) -> PublishedEntry | None:
+    """The version a request resolves to among published ``rows`` (None when there are none)."""
+    entries = [
+        PublishedEntry(
+            namespace=namespace,
+            name=name,
+            version=parse_version(row.version),
+            fingerprint=row.fingerprint,
+            deprecated=row.deprecated,
+            step_rows=tuple(
+                StepRow(s["name"], len(set(s["depends_on"])), 1 + s["retry_limit"], s["retryable"])
+                for s in row.definition["steps"]
+            ),
+            context_schema=row.definition.get("context_schema"),
+            distribution=row.distribution,
         )
+        for row in rows
+    ]
+    if not entries:
+        return None
     entries.sort(key=lambda e: e.version.key, reverse=True)
     return select_version(namespace, name, entries, version, default)
-
-
-def definition_json(entry: Any) -> str:
-    """The published definition of a loaded workflow version."""
-    return json.dumps(
-        {
-            "steps": [
-                {
-                    "name": n,
-                    "depends_on": list(s.depends_on),
-                    "handler": entry.handler_refs[n],
-                    "calls": list(s.calls),
-                    "retry_limit": s.retry_limit,
-                    "retryable": s.retryable,
-                    "timeout_s": s.timeout_s,
-                }
-                for n, s in entry.steps.items()
-            ],
-            "description": entry.workflow.description,
-            "context_schema": entry.workflow.context_schema,
-        }
-    )

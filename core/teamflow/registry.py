@@ -117,6 +117,16 @@ class NamespaceEntry:
         return distribution == self.owner or distribution in self.contributors
 
 
+@attrs.frozen(slots=True)
+class StepRow:
+    """How the store creates one step of a new task (``store.records.StepPlan``)."""
+
+    name: str
+    deps: int  # distinct dependencies: 0 for a root
+    max_attempts: int
+    retryable: bool
+
+
 @attrs.define(slots=True, eq=False)
 class WorkflowEntry:
     """One runnable workflow version with everything the engine needs to run it."""
@@ -131,7 +141,7 @@ class WorkflowEntry:
     steps: dict[str, Step]
     successors: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     dependencies: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
-    step_rows: tuple[tuple[str, int, int, bool], ...] = ()  # (name, deps, max attempts, retryable)
+    step_rows: tuple[StepRow, ...] = ()
     route: str = ""
     _validator: Any = None
 
@@ -310,9 +320,7 @@ def _compile(workflow: Any, source: Source) -> WorkflowEntry:
         },
         dependencies={s.name: tuple(s.depends_on) for s in workflow.steps},
         route=route_key(workflow.namespace, workflow.name, version.text, digest),
-        step_rows=tuple(
-            (s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps
-        ),
+        step_rows=tuple(StepRow(s.name, len(set(s.depends_on)), 1 + s.retry_limit, s.retryable) for s in workflow.steps),
     )
 
 

@@ -1,84 +1,335 @@
-"""Plain-data views of the registry, the load report and tasks.
-
-One source, three renderings: the CLI (``--json`` and rich tables), the HTTP API and the
-admin pages all show these dictionaries.
+"""The typed views every surface shows: the HTTP API returns them (and its OpenAPI document
+is generated from them), the CLI prints them with ``--json`` and as tables, and the admin
+pages render them. Each view is declared once, here, and built once, by the function
+beside it, from the registry, the load report or what the host read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
-from teamflow.plugins import LoadReport
-from teamflow.registry import Registry, WorkflowEntry
-from teamflow.serialization import unstructure
+import attrs
+
+from teamflow.engine.engine import TaskDetail
+from teamflow.models import TaskResult
+from teamflow.plugins import LoadReport, PluginRecord
+from teamflow.refs import parse_ref
+from teamflow.registry import ConflictOutcome, Drift, Registry, WorkflowEntry
+from teamflow.store.records import (
+    ActiveVersion,
+    ChildRecord,
+    DurationHistogram,
+    StatusCount,
+    TaskListing,
+    TransitionRecord,
+)
+from teamflow.versions import parse_constraint
+
+TaskStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
 
-def load_report(report: LoadReport) -> dict[str, Any]:
-    data: dict[str, Any] = unstructure(report)
-    data["ok"] = report.ok
-    data["problems"] = report.problems
-    for refusal, raw in zip(report.refusals, data["refusals"], strict=True):
-        raw["message"] = str(refusal)
-    return data
+def links(task_id: str) -> dict[str, str]:
+    return {"self": f"/tasks/{task_id}", "cancel": f"/tasks/{task_id}/cancel", "admin": f"/admin/tasks/{task_id}"}
 
 
-def namespaces(registry: Registry) -> list[dict[str, Any]]:
+# -- tasks -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class StepView:
+    name: str
+    status: str
+    attempts: int
+    result: Any
+    error: str | None
+    error_type: str | None
+    depends_on: list[str]
+    started_at: float | None
+    finished_at: float | None
+    children: list[str]
+    resolved_by: str | None
+
+
+@attrs.frozen
+class ChildView:
+    id: str
+    parent_step: str | None
+    call_ordinal: int | None
+    namespace: str
+    name: str
+    version: str
+    status: str
+
+
+@attrs.frozen
+class TransitionView:
+    step: str | None
+    from_status: str | None
+    to_status: str
+    attempt: int | None
+    actor: str | None
+    detail: str | None
+    at: float
+
+
+@attrs.frozen
+class TaskView:
+    """A task: its steps, its child tasks and its history (one shape wherever a task is returned)."""
+
+    id: str
+    namespace: str
+    name: str
+    version: str
+    reference: str
+    status: str
+    steps: list[StepView]
+    error_summary: str | None
+    parent_id: str | None
+    parent_step: str | None
+    context: dict[str, Any]
+    fingerprint: str
+    idempotency_key: str | None
+    created_at: float | None
+    finished_at: float | None
+    links: dict[str, str]
+    children: list[ChildView]
+    transitions: list[TransitionView]
+
+
+def task_view(detail: TaskDetail) -> TaskView:
+    task = detail.task
+    return TaskView(
+        id=task.id,
+        namespace=task.namespace,
+        name=task.name,
+        version=task.version,
+        reference=task.ref,
+        status=task.status,
+        steps=[
+            StepView(
+                s.name, s.status, s.attempts, s.result, s.error, s.error_type, list(s.depends_on), s.started_at,
+                s.finished_at, list(s.children), s.resolved_by,
+            )
+            for s in task.steps
+        ],
+        error_summary=task.error_summary,
+        parent_id=task.parent_id,
+        parent_step=task.parent_step,
+        context=dict(task.context),
+        fingerprint=task.fingerprint,
+        idempotency_key=task.idempotency_key,
+        created_at=task.created_at,
+        finished_at=task.finished_at,
+        links=links(task.id),
+        children=[child_view(c) for c in detail.children],
+        transitions=[transition_view(t) for t in detail.transitions],
+    )
+
+
+def child_view(c: ChildRecord) -> ChildView:
+    return ChildView(c.id, c.parent_step, c.call_ordinal, c.namespace, c.name, c.version, c.status)
+
+
+def transition_view(t: TransitionRecord) -> TransitionView:
+    return TransitionView(t.step, t.from_status, t.to_status, t.attempt, t.actor, t.detail, t.at)
+
+
+@attrs.frozen
+class Accepted:
+    """A task stored for the workers (or still running when ``wait`` ran out): poll ``links.self``."""
+
+    id: str
+    namespace: str
+    name: str
+    version: str
+    status: str
+    links: dict[str, str]
+
+
+def accepted(task: TaskResult) -> Accepted:
+    return Accepted(task.id, task.namespace, task.name, task.version, task.status, links(task.id))
+
+
+@attrs.frozen
+class TaskSummary:
+    """One row of a task list."""
+
+    id: str
+    namespace: str
+    name: str
+    version: str
+    status: str
+    parent_id: str | None
+    created_at: float
+    finished_at: float | None
+    error_summary: str | None
+
+
+def task_summary(row: TaskListing) -> TaskSummary:
+    return TaskSummary(
+        row.id, row.namespace, row.name, row.version, row.status, row.parent_id, row.created_at, row.finished_at,
+        row.error_summary,
+    )
+
+
+@attrs.frozen
+class TaskPage:
+    """A page of tasks, newest first; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class NamespaceView:
+    name: str
+    owner_distribution: str
+    owner_distribution_version: str
+    contributors: list[str]
+    owner_team: str
+    contact_email: str
+    description: str
+    requires_approval: bool
+    approvers: list[str]
+    allowed_callers: list[str]
+    workflows: list[str]
+
+
+def namespaces(registry: Registry) -> list[NamespaceView]:
     return [
-        {
-            "name": name,
-            "owner_distribution": ns.owner,
-            "owner_distribution_version": ns.owner_version,
-            "contributors": list(ns.contributors),
-            "owner_team": ns.policy.owner_team,
-            "contact_email": ns.policy.contact_email,
-            "description": ns.policy.description,
-            "requires_approval": ns.policy.requires_approval,
-            "approvers": list(ns.policy.approvers),
-            "allowed_callers": list(ns.policy.allowed_callers),
-            "workflows": registry.workflow_names(name),
-        }
+        NamespaceView(
+            name=name,
+            owner_distribution=ns.owner,
+            owner_distribution_version=ns.owner_version,
+            contributors=list(ns.contributors),
+            owner_team=ns.policy.owner_team,
+            contact_email=ns.policy.contact_email,
+            description=ns.policy.description,
+            requires_approval=ns.policy.requires_approval,
+            approvers=list(ns.policy.approvers),
+            allowed_callers=list(ns.policy.allowed_callers),
+            workflows=registry.workflow_names(name),
+        )
         for name, ns in sorted(registry.namespaces.items())
     ]
 
 
-def version_summary(entry: WorkflowEntry) -> dict[str, Any]:
-    return {
-        "namespace": entry.namespace,
-        "name": entry.name,
-        "version": entry.version.text,
-        "reference": entry.ref,
-        "prerelease": entry.version.is_prerelease,
-        "deprecated": entry.deprecated,
-        "description": entry.workflow.description,
-        "fingerprint": entry.fingerprint,
-        "distribution": entry.source.distribution,
-        "distribution_version": entry.source.version,
-        "steps": len(entry.steps),
-    }
+def namespace_view(registry: Registry, name: str) -> NamespaceView:
+    """One namespace (NamespaceNotFound naming those that exist, or why it is blocked)."""
+    registry.require_namespace(name)
+    return next(ns for ns in namespaces(registry) if ns.name == name)
 
 
-def workflows(registry: Registry, namespace: str | None = None) -> list[dict[str, Any]]:
-    """One row per workflow, newest version first in ``versions``."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+@attrs.frozen
+class VersionSummary:
+    namespace: str
+    name: str
+    version: str
+    reference: str
+    prerelease: bool
+    deprecated: str | None
+    description: str
+    fingerprint: str
+    distribution: str
+    distribution_version: str
+    steps: int
+
+
+def version_summary(entry: WorkflowEntry) -> VersionSummary:
+    return VersionSummary(
+        namespace=entry.namespace,
+        name=entry.name,
+        version=entry.version.text,
+        reference=entry.ref,
+        prerelease=entry.version.is_prerelease,
+        deprecated=entry.deprecated,
+        description=entry.workflow.description,
+        fingerprint=entry.fingerprint,
+        distribution=entry.source.distribution,
+        distribution_version=entry.source.version,
+        steps=len(entry.steps),
+    )
+
+
+@attrs.frozen
+class WorkflowView:
+    """One workflow, newest version first; ``latest`` is what a request without a version gets."""
+
+    namespace: str
+    name: str
+    versions: list[VersionSummary]
+    latest: str | None
+
+
+def workflows(registry: Registry, namespace: str | None = None) -> list[WorkflowView]:
+    """One view per workflow, newest version first."""
+    grouped: dict[tuple[str, str], list[WorkflowEntry]] = {}
     for entry in registry.entries(namespace):
-        row = rows.setdefault(
-            (entry.namespace, entry.name),
-            {"namespace": entry.namespace, "name": entry.name, "versions": [], "latest": None},
-        )
-        row["versions"].append(version_summary(entry))
-    for (ns, name), row in rows.items():
+        grouped.setdefault((entry.namespace, entry.name), []).append(entry)
+    out = []
+    for (ns, name), entries in grouped.items():
         try:
-            row["latest"] = registry.resolve(ns, name).version.text
-        except Exception:
-            row["latest"] = None
-    return list(rows.values())
+            latest: str | None = registry.resolve(ns, name).version.text
+        except Exception:  # every version deprecated or a pre-release: no default
+            latest = None
+        out.append(WorkflowView(ns, name, [version_summary(e) for e in entries], latest))
+    return out
 
 
-def callers(registry: Registry, entry: WorkflowEntry) -> list[dict[str, str]]:
+def workflow(registry: Registry, namespace: str, name: str) -> WorkflowView:
+    registry.versions(namespace, name)  # raises a NotFound naming what exists
+    return next(w for w in workflows(registry, namespace) if w.name == name)
+
+
+@attrs.frozen
+class RegistryView:
+    """``GET /workflows``."""
+
+    namespaces: list[NamespaceView]
+    workflows: list[WorkflowView]
+
+
+def registry_view(registry: Registry, namespace: str | None = None) -> RegistryView:
+    """Every namespace (or one) with its workflows."""
+    if namespace is not None:
+        return RegistryView([namespace_view(registry, namespace)], workflows(registry, namespace))
+    return RegistryView(namespaces(registry), workflows(registry))
+
+
+@attrs.frozen
+class NamespaceWorkflows:
+    """``GET /workflows/{namespace}``."""
+
+    namespace: NamespaceView
+    workflows: list[WorkflowView]
+
+
+@attrs.frozen
+class StepDefinition:
+    name: str
+    description: str
+    depends_on: list[str]
+    handler: str
+    retry_limit: int
+    retryable: bool
+    timeout_s: float | None
+    calls: list[str]
+
+
+@attrs.frozen
+class Caller:
+    caller: str
+    step: str
+    call: str
+
+
+def callers(registry: Registry, entry: WorkflowEntry) -> list[Caller]:
     """Steps of other workflow versions that declare a call matching this version."""
-    from teamflow.refs import parse_ref
-    from teamflow.versions import parse_constraint
-
     found = []
     for other in registry.entries():
         for step in other.steps.values():
@@ -87,39 +338,160 @@ def callers(registry: Registry, entry: WorkflowEntry) -> list[dict[str, str]]:
                 if (ref.namespace, ref.name) != (entry.namespace, entry.name):
                     continue
                 if ref.version is None or parse_constraint(ref.version).matches(entry.version):
-                    found.append({"caller": other.ref, "step": step.name, "call": call})
+                    found.append(Caller(other.ref, step.name, call))
     return found
 
 
-def version_detail(registry: Registry, entry: WorkflowEntry) -> dict[str, Any]:
+@attrs.frozen
+class VersionDetail:
+    """One workflow version: steps, owner, fingerprint, schema, callers."""
+
+    namespace: str
+    name: str
+    version: str
+    reference: str
+    prerelease: bool
+    deprecated: str | None
+    description: str
+    fingerprint: str
+    distribution: str
+    distribution_version: str
+    owner_team: str
+    contact_email: str
+    owner_distribution: str
+    requires_approval: bool
+    context_schema: dict[str, Any] | None
+    order: list[str]
+    steps: list[StepDefinition]
+    called_by: list[Caller]
+
+
+def version_detail(registry: Registry, entry: WorkflowEntry) -> VersionDetail:
     ns = registry.namespaces[entry.namespace]
-    data = version_summary(entry)
-    data.update(
+    summary = version_summary(entry)
+    return VersionDetail(
+        **{f.name: getattr(summary, f.name) for f in attrs.fields(VersionSummary) if f.name != "steps"},
         owner_team=ns.policy.owner_team,
         contact_email=ns.policy.contact_email,
         owner_distribution=ns.owner,
         requires_approval=ns.policy.requires_approval,
-        context_schema=entry.workflow.context_schema,
+        context_schema=dict(entry.workflow.context_schema) if entry.workflow.context_schema is not None else None,
         order=list(entry.order),
         steps=[
-            {
-                "name": name,
-                "description": entry.steps[name].description,
-                "depends_on": list(entry.steps[name].depends_on),
-                "handler": entry.handler_refs[name],
-                "retry_limit": entry.steps[name].retry_limit,
-                "retryable": entry.steps[name].retryable,
-                "timeout_s": entry.steps[name].timeout_s,
-                "calls": list(entry.steps[name].calls),
-            }
+            StepDefinition(
+                name=name,
+                description=entry.steps[name].description,
+                depends_on=list(entry.steps[name].depends_on),
+                handler=entry.handler_refs[name],
+                retry_limit=entry.steps[name].retry_limit,
+                retryable=entry.steps[name].retryable,
+                timeout_s=entry.steps[name].timeout_s,
+                calls=list(entry.steps[name].calls),
+            )
             for name in entry.order
         ],
         called_by=callers(registry, entry),
     )
-    return data
 
 
-def task(result: Any) -> dict[str, Any]:
-    data: dict[str, Any] = unstructure(result)
-    data["reference"] = result.ref
-    return data
+# -- the load report, readiness, stats ---------------------------------------------------------
+
+
+@attrs.frozen
+class RefusalView:
+    kind: str
+    distribution: str
+    distribution_version: str
+    subject: str
+    reason: str
+    fix: str
+    step: str | None
+    message: str
+
+
+@attrs.frozen
+class Unservable:
+    """Unfinished tasks of a version this host cannot run, and what to do about them."""
+
+    reference: str
+    fingerprint: str
+    tasks: int
+    reason: str
+    message: str
+    fix: str
+
+
+def unservable(active: ActiveVersion, *, loaded: str | None) -> Unservable:
+    """``loaded``: the fingerprint this host holds for the version, None when it holds none."""
+    ref = f"{active.namespace}/{active.name}@{active.version}"
+    reason = (
+        "version not loaded (removed, blocked or refused)"
+        if loaded is None
+        else f"definition drifted: tasks need {active.fingerprint[:12]}, loaded {loaded[:12]}"
+    )
+    return Unservable(
+        reference=ref,
+        fingerprint=active.fingerprint,
+        tasks=active.tasks,
+        reason=reason,
+        message=f"{active.tasks} unfinished task(s) of {ref} cannot be served here: {reason}",
+        fix="install the plugin version that shipped it, or cancel the tasks",
+    )
+
+
+@attrs.frozen
+class LoadReportView:
+    """The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve."""
+
+    plugins: list[PluginRecord]
+    refusals: list[RefusalView]
+    conflicts: list[ConflictOutcome]
+    drift: list[Drift]
+    ok: bool
+    problems: int
+    unservable_tasks: list[Unservable]
+
+
+def load_report(report: LoadReport, unservable_tasks: Sequence[Unservable]) -> LoadReportView:
+    return LoadReportView(
+        plugins=list(report.plugins),
+        refusals=[
+            RefusalView(r.kind, r.distribution, r.distribution_version, r.subject, r.reason, r.fix, r.step, str(r))
+            for r in report.refusals
+        ],
+        conflicts=list(report.conflicts),
+        drift=list(report.drift),
+        ok=report.ok,
+        problems=report.problems,
+        unservable_tasks=list(unservable_tasks),
+    )
+
+
+@attrs.frozen
+class Health:
+    """``status`` is ``ok`` or ``unavailable``; ``reasons`` says why when unavailable."""
+
+    status: str
+    reasons: list[str] = attrs.field(factory=list)
+    schema_version: int | None = None
+
+
+@attrs.frozen
+class Stats:
+    """What ``/metrics`` exports of the store and the registry."""
+
+    tasks: list[StatusCount]
+    steps: list[StatusCount]
+    durations: list[DurationHistogram]
+    buckets: tuple[float, ...]
+    unservable: list[Unservable]
+    versions: Mapping[str, int]  # loaded workflow versions by namespace
+
+
+@attrs.frozen
+class SchemaUpgrade:
+    """What ``teamflow db upgrade`` did."""
+
+    database: str
+    schema_version: int
+    applied: list[int]

@@ -22,9 +22,9 @@ from markupsafe import Markup
 
 from teamflow import views
 from teamflow.api import dag
-from teamflow.api.schemas import TASK_STATUSES
 from teamflow.errors import TeamflowError
 from teamflow.host import Host
+from teamflow.views import TASK_STATUSES
 
 PAGE_SIZE = 50
 
@@ -106,13 +106,12 @@ async def admin_root() -> Redirect:
 @get("/admin/workflows", sync_to_thread=True, include_in_schema=False)
 def registry_page(host: NamedDependency[Host]) -> Response[str]:
     """Every namespace with its owner and policy, every workflow with its versions; problems first."""
-    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    by_namespace: dict[str, list[views.WorkflowView]] = {}
     for row in views.workflows(host.registry):
-        by_namespace.setdefault(row["namespace"], []).append(row)
+        by_namespace.setdefault(row.namespace, []).append(row)
     return render(
         "workflows.html",
-        report=views.load_report(host.plugins),
-        unservable=host.unservable(),
+        report=host.load_report(),
         namespaces=views.namespaces(host.registry),
         workflows=by_namespace,
     )
@@ -127,14 +126,9 @@ def version_page(
     """One version: its DAG, steps, who calls it, fingerprint and context schema."""
     entry = host.registry.resolve(namespace, name, version)
     detail = views.version_detail(host.registry, entry)
-    nodes = [
-        dag.Node(s["name"], tuple(s["depends_on"]), title=s["description"] or s["name"])
-        for s in detail["steps"]
-    ]
-    others = [
-        v for row in views.workflows(host.registry, namespace) if row["name"] == name for v in row["versions"]
-    ]
-    svg = Markup(dag.render(nodes, label=f"steps of {detail['reference']}"))  # dag.render escapes all text
+    nodes = [dag.Node(s.name, tuple(s.depends_on), title=s.description or s.name) for s in detail.steps]
+    others = views.workflow(host.registry, namespace, name).versions
+    svg = Markup(dag.render(nodes, label=f"steps of {detail.reference}"))  # dag.render escapes all text
     return render(
         "version.html",
         v=detail,
@@ -161,7 +155,7 @@ def tasks_page(
         raise InvalidFilter(
             f"unknown status {status!r}; one of {', '.join(TASK_STATUSES)}", statuses=list(TASK_STATUSES)
         )
-    rows, next_cursor = host.list_tasks(
+    page = host.list_tasks(
         namespace=namespace, name=name, version=version, status=status, limit=PAGE_SIZE, cursor=cursor
     )
     filters = {
@@ -171,19 +165,18 @@ def tasks_page(
     }
     return render(
         "tasks.html",
-        rows=rows,
+        rows=page.tasks,
         filters=filters,
         statuses=TASK_STATUSES,
         namespaces=sorted(host.registry.namespaces),
-        next_link=("/admin/tasks?" + urlencode({**filters, "cursor": next_cursor})) if next_cursor else None,
+        next_link=("/admin/tasks?" + urlencode({**filters, "cursor": page.next_cursor})) if page.next_cursor else None,
     )
 
 
 @get("/admin/tasks/{task_id:str}", sync_to_thread=True, include_in_schema=False)
 def task_page(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[str]:
     """One task: each step's status, attempts, result or error, child tasks, the parent, the audit trail."""
-    task = host.get_task(task_id)
-    children = {c["id"]: c for c in host.store.children(task_id)}
+    task = host.task_view(task_id)
     nodes = [
         dag.Node(
             s.name, tuple(s.depends_on), status=s.status, note=f"{s.status} · {s.attempts}x", title=s.name
@@ -191,13 +184,7 @@ def task_page(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[s
         for s in task.steps
     ]
     svg = Markup(dag.render(nodes, label=f"steps of task {task.id}"))  # dag.render escapes all text
-    return render(
-        "task.html",
-        t=views.task(task),
-        children=children,
-        transitions=host.store.transitions(task_id),
-        svg=svg,
-    )
+    return render("task.html", t=task, children={c.id: c for c in task.children}, svg=svg)
 
 
 ROUTES = [admin_root, registry_page, version_page, tasks_page, task_page]

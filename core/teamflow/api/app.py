@@ -2,15 +2,14 @@
 
 Handlers that touch the database are synchronous and run in worker threads
 (``sync_to_thread=True``) so the event loop keeps serving while SQLite or PostgreSQL
-answers. Every body they return comes from ``teamflow.views``, the same dictionaries
-the CLI prints with ``--json``.
+answers. Every body they return is a view of ``teamflow.views``, the same the CLI prints
+with ``--json``; the OpenAPI document is generated from those views.
 """
 
 from __future__ import annotations
 
 import hmac
 import math
-import threading
 import uuid
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -31,30 +30,22 @@ from loguru import logger
 from teamflow import views
 from teamflow.api import admin
 from teamflow.api.metrics import Metrics
-from teamflow.api.schemas import (
+from teamflow.api.schemas import CattrsDTO, ErrorBody, ExecuteRequest, InvalidBody
+from teamflow.errors import TeamflowError
+from teamflow.host import Host
+from teamflow.models import TERMINAL, TaskRequest, TaskResult
+from teamflow.views import (
     Accepted,
-    CattrsDTO,
-    ChildView,
-    ErrorBody,
-    ExecuteRequest,
     Health,
-    InvalidBody,
+    LoadReportView,
     NamespaceWorkflows,
-    PluginsReport,
     RegistryView,
-    TaskDetail,
     TaskPage,
     TaskStatus,
     TaskView,
-    TransitionView,
     VersionDetail,
     WorkflowView,
-    respond,
 )
-from teamflow.errors import TeamflowError
-from teamflow.host import TERMINAL, Host
-from teamflow.models import TaskRequest, TaskResult
-from teamflow.store import schema as store_schema
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed: invalid JSON, a wrong type, a missing or unknown field, a bad version or cursor",
@@ -75,31 +66,6 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
         )
         for code in sorted({400, 503, *codes})
     }
-
-
-def _links(task_id: str) -> dict[str, str]:
-    return {
-        "self": f"/tasks/{task_id}",
-        "cancel": f"/tasks/{task_id}/cancel",
-        "admin": f"/admin/tasks/{task_id}",
-    }
-
-
-def _task_view(task: TaskResult) -> TaskView:
-    view = views.task(task)
-    view["links"] = _links(task.id)
-    return respond(view, TaskView)
-
-
-def _accepted(task: TaskResult) -> Accepted:
-    return Accepted(
-        id=task.id,
-        namespace=task.namespace,
-        name=task.name,
-        version=task.version,
-        status=task.status,
-        links=_links(task.id),
-    )
 
 
 class ServerStopping(TeamflowError):
@@ -149,9 +115,7 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
         **_errors(401, 403, 404, 409, 422),
     },
 )
-def execute(
-    data: JSONBody[ExecuteRequest], host: NamedDependency[Host], stopping: NamedDependency[threading.Event]
-) -> Response[Accepted | TaskView]:
+def execute(data: JSONBody[ExecuteRequest], host: NamedDependency[Host]) -> Response[Accepted | TaskView]:
     """Create a task. Without ``wait`` it is stored for the workers and the answer is 202 with
     its id and links; with ``wait`` it runs now and the answer is the finished task."""
     if not isinstance(data.wait, bool) and not (math.isfinite(data.wait) and data.wait >= 0):
@@ -164,21 +128,21 @@ def execute(
         idempotency_key=data.idempotency_key,
     )
     if not data.wait:  # false or 0: the workers run it
-        return Response(_accepted(host.get_task(host.execute_async(request))), status_code=202)
+        return Response(views.accepted(host.get_task(host.execute_async(request))), status_code=202)
 
     def abort_when_stopping(task: TaskResult) -> None:
-        if stopping.is_set():
+        if host.stopping.is_set():
             raise ServerStopping(
                 f"the server is stopping; task {task.id} continues: poll /tasks/{task.id}",
                 task_id=task.id,
-                links=_links(task.id),
+                links=views.links(task.id),
             )
 
     timeout = None if data.wait is True else float(data.wait)
     result = host.execute_sync(request, timeout=timeout, progress=abort_when_stopping)
     if result.status in TERMINAL:
-        return Response(_task_view(result), status_code=200)
-    return Response(_accepted(result), status_code=202)
+        return Response(host.task_view(result.id), status_code=200)
+    return Response(views.accepted(result), status_code=202)
 
 
 @get(
@@ -189,15 +153,7 @@ def execute(
     responses=_errors(),
 )
 def list_workflows(host: NamedDependency[Host]) -> RegistryView:
-    return respond(
-        {"namespaces": views.namespaces(host.registry), "workflows": views.workflows(host.registry)},
-        RegistryView,
-    )
-
-
-def _namespace_view(host: Host, namespace: str) -> dict[str, Any]:
-    host.registry.require_namespace(namespace)  # lists the namespaces (or says why it is blocked)
-    return next(ns for ns in views.namespaces(host.registry) if ns["name"] == namespace)
+    return views.registry_view(host.registry)
 
 
 @get(
@@ -208,10 +164,7 @@ def _namespace_view(host: Host, namespace: str) -> dict[str, Any]:
     responses=_errors(404),
 )
 def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -> NamespaceWorkflows:
-    ns = _namespace_view(host, namespace)
-    return respond(
-        {"namespace": ns, "workflows": views.workflows(host.registry, namespace)}, NamespaceWorkflows
-    )
+    return NamespaceWorkflows(views.namespace_view(host.registry, namespace), views.workflows(host.registry, namespace))
 
 
 @get(
@@ -224,9 +177,7 @@ def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -
 def workflow_versions(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str]
 ) -> WorkflowView:
-    host.registry.versions(namespace, name)  # raises a NotFound naming what exists
-    row = next(r for r in views.workflows(host.registry, namespace) if r["name"] == name)
-    return respond(row, WorkflowView)
+    return views.workflow(host.registry, namespace, name)
 
 
 @get(
@@ -240,8 +191,7 @@ def workflow_versions(
 def workflow_version(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str], version: FromPath[str]
 ) -> VersionDetail:
-    entry = host.registry.resolve(namespace, name, version)
-    return respond(views.version_detail(host.registry, entry), VersionDetail)
+    return views.version_detail(host.registry, host.registry.resolve(namespace, name, version))
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -258,7 +208,7 @@ def list_tasks(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")] = None,
 ) -> TaskPage:
-    rows, next_cursor = host.list_tasks(
+    return host.list_tasks(
         namespace=namespace,
         name=name,
         version=version,
@@ -267,7 +217,6 @@ def list_tasks(
         limit=limit,
         cursor=cursor,
     )
-    return respond({"tasks": rows, "next_cursor": next_cursor}, TaskPage)
 
 
 @get(
@@ -277,13 +226,8 @@ def list_tasks(
     summary="A task: its steps, child tasks and transitions",
     responses=_errors(404),
 )
-def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskDetail:
-    task = host.get_task(task_id)
-    return TaskDetail(
-        task=_task_view(task),
-        children=respond(host.store.children(task_id), list[ChildView]),
-        transitions=respond(host.store.transitions(task_id), list[TransitionView]),
-    )
+def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
+    return host.task_view(task_id)
 
 
 @post(
@@ -296,7 +240,8 @@ def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskDetail:
     responses=_errors(401, 404, 409),
 )
 def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
-    return _task_view(host.cancel(task_id, actor="api"))
+    host.cancel(task_id, actor="api")
+    return host.task_view(task_id)
 
 
 # -- plugins, health, metrics ------------------------------------------------------------------
@@ -309,8 +254,8 @@ def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView
     responses=_errors(),
     summary="The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve",
 )
-def plugins(host: NamedDependency[Host]) -> PluginsReport:
-    return respond({**views.load_report(host.plugins), "unservable_tasks": host.unservable()}, PluginsReport)
+def plugins(host: NamedDependency[Host]) -> LoadReportView:
+    return host.load_report()
 
 
 @get("/health/live", tags=["health"], summary="The process answers")
@@ -327,27 +272,9 @@ async def live() -> Health:
         503: ResponseSpec(Health, description="Not ready; `reasons` says why", generate_examples=False)
     },
 )
-def ready(host: NamedDependency[Host], stopping: NamedDependency[threading.Event]) -> Response[Health]:
-    reasons = []
-    version = None
-    try:
-        version = host.store.schema_version()
-        if version != store_schema.SCHEMA_VERSION:
-            reasons.append(
-                f"database schema is at version {version or 0}, this teamflow needs "
-                f"{store_schema.SCHEMA_VERSION}: run `teamflow db upgrade`"
-            )
-        reasons.extend(
-            f"{u['tasks']} unfinished task(s) of {u['reference']} cannot be served here: {u['reason']}"
-            for u in host.unservable()
-        )
-    except Exception as exc:  # readiness reports a broken database, it never fails with it
-        logger.warning("readiness check: database error: {}", exc)
-        reasons.append(f"database: {exc.detail if isinstance(exc, TeamflowError) else exc}")
-    if stopping.is_set():
-        reasons.append("the server is stopping")
-    health = Health(status="unavailable" if reasons else "ok", reasons=reasons, schema_version=version)
-    return Response(health, status_code=503 if reasons else 200)
+def ready(host: NamedDependency[Host]) -> Response[Health]:
+    health = host.readiness()
+    return Response(health, status_code=503 if health.reasons else 200)
 
 
 @get(
@@ -451,13 +378,9 @@ def create_app(host: Host) -> Litestar:
     from importlib.metadata import version
 
     metrics = Metrics(host)
-    stopping = threading.Event()
 
     def provide_host() -> Host:
         return host
-
-    def provide_stopping() -> threading.Event:
-        return stopping
 
     def provide_metrics() -> Metrics:
         return metrics
@@ -480,7 +403,6 @@ def create_app(host: Host) -> Litestar:
         ],
         dependencies={
             "host": Provide(provide_host, use_cache=True, sync_to_thread=False),
-            "stopping": Provide(provide_stopping, use_cache=True, sync_to_thread=False),
             "metrics": Provide(provide_metrics, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={
@@ -490,8 +412,8 @@ def create_app(host: Host) -> Litestar:
             Exception: on_unexpected,
         },
         middleware=[metrics.middleware],
-        on_shutdown=[stopping.set],
-        state=State({"host": host, "stopping": stopping}),
+        on_shutdown=[host.stopping.set],
+        state=State({"host": host}),
         openapi_config=OpenAPIConfig(
             title="teamflow",
             version=version("teamflow"),

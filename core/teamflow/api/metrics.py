@@ -1,5 +1,5 @@
-"""Prometheus metrics of one app: task counts read from the store at scrape time, the load
-report, and HTTP request counts and latencies.
+"""Prometheus metrics of one app: the host's stats read at scrape time, the load report,
+and HTTP request counts and latencies.
 
 Each app has its own ``CollectorRegistry`` (never the process-global one), so several
 apps, e.g. in tests, never clash over metric names.
@@ -21,11 +21,8 @@ if TYPE_CHECKING:
     from teamflow.host import Host
 
 
-STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
-
-
 class HostCollector(Collector):
-    """Reads the store and the load report on every scrape; nothing is cached in between."""
+    """Asks the host for its stats and load report on every scrape; nothing is cached in between."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -34,17 +31,15 @@ class HostCollector(Collector):
         return []  # registering must not query the database
 
     def collect(self) -> Iterator[Metric]:
-        for metric, what, rows in (
-            ("teamflow_tasks", "Tasks", self.host.store.counts()),
-            ("teamflow_steps", "Steps", self.host.store.step_counts()),
-        ):
+        stats = self.host.stats()
+        for metric, what, rows in (("teamflow_tasks", "Tasks", stats.tasks), ("teamflow_steps", "Steps", stats.steps)):
             family = GaugeMetricFamily(
                 metric,
                 f"{what} in the store by workflow version and status",
                 labels=["namespace", "workflow", "version", "status"],
             )
-            for namespace, name, version, status, count in rows:
-                family.add_metric([namespace, name, version, status], count)
+            for row in rows:
+                family.add_metric([row.namespace, row.name, row.version, row.status], row.count)
             yield family
 
         durations = HistogramMetricFamily(
@@ -52,12 +47,9 @@ class HostCollector(Collector):
             "Run time of completed steps (last attempt, from claim to completion) by workflow version",
             labels=["namespace", "workflow", "version"],
         )
-        for row in self.host.store.step_durations(STEP_BUCKETS):
-            namespace, name, version = row[:3]
-            cumulative = row[3 : 3 + len(STEP_BUCKETS)]
-            count, total = row[-2], row[-1]
-            bucket_pairs = [(repr(b), int(c or 0)) for b, c in zip(STEP_BUCKETS, cumulative, strict=True)]
-            durations.add_metric([namespace, name, version], [*bucket_pairs, ("+Inf", int(count))], float(total or 0))
+        for h in stats.durations:
+            buckets = [(repr(b), c) for b, c in zip(stats.buckets, h.buckets, strict=True)]
+            durations.add_metric([h.namespace, h.name, h.version], [*buckets, ("+Inf", h.count)], h.total_s)
         yield durations
 
         unservable = GaugeMetricFamily(
@@ -65,15 +57,15 @@ class HostCollector(Collector):
             "Unfinished tasks whose workflow version this host does not hold",
             labels=["reference"],
         )
-        for problem in self.host.unservable():
-            unservable.add_metric([problem["reference"]], problem["tasks"])
+        for problem in stats.unservable:
+            unservable.add_metric([problem.reference], problem.tasks)
         yield unservable
 
         versions = GaugeMetricFamily(
             "teamflow_workflow_versions", "Workflow versions loaded, by namespace", labels=["namespace"]
         )
-        for namespace in sorted(self.host.registry.namespaces):
-            versions.add_metric([namespace], len(self.host.registry.entries(namespace)))
+        for namespace, count in stats.versions.items():
+            versions.add_metric([namespace], count)
         yield versions
 
         report = self.host.plugins

@@ -68,7 +68,7 @@ def _route_uvicorn_logs() -> None:
 def _announce(host: Host, workers: int) -> None:
     report = host.plugins
     loaded = [f"{p.distribution}-{p.version}" for p in report.plugins if p.status == "loaded"]
-    logger.info("teamflow {} on {}", version("teamflow"), host.store.safe_url)
+    logger.info("teamflow {} on {}", version("teamflow"), host.database)
     logger.info("plugins: {}", ", ".join(loaded) or "none")
     for p in report.failed:
         logger.error("plugin {} {} failed to load: {}", p.distribution, p.version, p.error)
@@ -87,7 +87,7 @@ def _announce(host: Host, workers: int) -> None:
 def serve(host: Host, *, bind: str, port: int, workers: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop uvicorn, the worker and the host, in that order."""
     app = create_app(host)
-    stopping: threading.Event = app.state.stopping
+    stopping = host.stopping
     config = uvicorn.Config(
         app,
         host=bind,

@@ -1,7 +1,12 @@
-"""The engine: tasks, steps, leases, retries and child workflows."""
+"""The engine: tasks, steps, leases, retries and child workflows.
 
-from teamflow.engine.context import StepContext, TaskInfo
-from teamflow.engine.engine import Engine
-from teamflow.engine.runner import Runner
-
-__all__ = ["Engine", "Runner", "StepContext", "TaskInfo"]
+- ``engine``: requests to durable tasks, reading them back, operator actions
+- ``children``: child tasks across namespaces, parking
+- ``context``: ``StepContext``, what a handler may use
+- ``events``: ``teamflow_task_event`` after each commit
+- ``execute``: one claimed step, its handler, its outcome
+- ``group_commit``: outcomes and new tasks sharing commits
+- ``housekeeping``: timers, claims, leases, timeouts, the reaper
+- ``work``: what a runner's threads share
+- ``runner``: the step threads, wired from the above
+"""

@@ -1,28 +1,14 @@
-"""What a step handler receives: ``StepContext``."""
+"""What a step handler receives: ``StepContext``, and nothing of the engine behind it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 from loguru import logger
 
 from teamflow.models import TaskRequest, TaskResult
-
-if TYPE_CHECKING:
-    from teamflow.engine.engine import Engine
-
-
-class Park(BaseException):
-    """Raised inside ``run_workflow`` to park the calling step until its child finishes.
-
-    A ``BaseException`` so that a handler's ``except Exception`` cannot swallow it.
-    """
-
-    def __init__(self, child_id: str) -> None:
-        super().__init__(child_id)
-        self.child_id = child_id
 
 
 @attrs.frozen
@@ -44,13 +30,18 @@ def task_fields(task: Any) -> dict[str, str]:
     return {"namespace": task.namespace, "workflow": task.name, "version": task.version, "task_id": task.id}
 
 
+# How ``run_workflow`` reaches the engine: (the calling step's context, the request, the
+# call's ordinal within this run of the handler) -> the child's final state.
+RunChild = Callable[["StepContext", TaskRequest, int], TaskResult]
+
+
 class StepContext:
     """The handler's view of its task: context, earlier results, and child workflows."""
 
     __slots__ = (
-        "_engine",
         "_log",
         "_ordinal",
+        "_run_child",
         "attempt",
         "context",
         "idempotency_key",
@@ -61,15 +52,15 @@ class StepContext:
 
     def __init__(
         self,
-        engine: Engine,
         task: TaskInfo,
         step: str,
         attempt: int,
         context: Mapping[str, Any],
         results: Mapping[str, Any],
+        run_child: RunChild,
         log: Any = None,
     ) -> None:
-        self._engine = engine
+        self._run_child = run_child
         self._ordinal = 0
         self.task = task
         self.step = step
@@ -94,7 +85,7 @@ class StepContext:
         """
         ordinal = self._ordinal
         self._ordinal += 1
-        return self._engine.run_child(self, request, ordinal)
+        return self._run_child(self, request, ordinal)
 
     async def run_workflow_async(self, request: TaskRequest) -> TaskResult:
         """``run_workflow`` for ``async def`` handlers."""

@@ -1,23 +1,28 @@
-"""The store's tables (peewee models) and their migrations.
+"""The store's tables (peewee models), their migrations, and the schema's version.
 
 Timestamps are epoch seconds taken from the database's clock; contexts and results are
-JSON text so both SQLite and PostgreSQL store them the same way.
+JSON text so both SQLite and PostgreSQL store them the same way. The models describe the
+tables for migrations only (statements are plain SQL, see ``base.py``), and are bound to
+a database just while a migration runs, so no store changes another store's models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 
 import peewee as pw
 
+from teamflow.errors import StoreError
+from teamflow.store.base import StoreBase
+
 SCHEMA_VERSION = 2
 
-proxy = pw.DatabaseProxy()
+Migration = Callable[[pw.Database], None]
 
 
 class _Base(pw.Model):
     class Meta:
-        database = proxy
         legacy_table_names = False
 
 
@@ -167,21 +172,6 @@ def _v1(db: pw.Database) -> None:
 
 def _v2(db: pw.Database) -> None:
     # v1 indexed every task's (null) idempotency key and parent link.
-    if isinstance(db, pw.SqliteDatabase):
-        # SQLite: the history is clustered by task (one B-tree, not a table and an index),
-        # so recording a transition writes one page. ``id`` orders a task's rows (the store
-        # writes nanosecond timestamps, unique per process; v1's ids are smaller).
-        db.execute_sql(
-            "CREATE TABLE tf_transition_v2 (task_id VARCHAR(36) NOT NULL, id INTEGER NOT NULL, "
-            "step VARCHAR(255), from_status VARCHAR(255), to_status VARCHAR(255) NOT NULL, attempt INTEGER, "
-            "at REAL NOT NULL, actor VARCHAR(255), detail TEXT, PRIMARY KEY (task_id, id)) WITHOUT ROWID"
-        )
-        db.execute_sql(
-            "INSERT INTO tf_transition_v2 (task_id, id, step, from_status, to_status, attempt, at, actor, detail) "
-            "SELECT task_id, id, step, from_status, to_status, attempt, at, actor, detail FROM tf_transition"
-        )
-        db.execute_sql("DROP TABLE tf_transition")
-        db.execute_sql("ALTER TABLE tf_transition_v2 RENAME TO tf_transition")
     db.execute_sql("DROP INDEX IF EXISTS tf_task_namespace_name_idempotency_key")
     db.execute_sql("DROP INDEX IF EXISTS tf_task_parent_id_parent_step_call_ordinal")
     db.execute_sql(
@@ -194,4 +184,59 @@ def _v2(db: pw.Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
+
+_binding = threading.Lock()  # models are bound to one database at a time, while it migrates
+
+
+class Schema(StoreBase):
+    """The schema's version and its upgrade; a database's class may add its own steps."""
+
+    # Steps of a migration that only this database takes, run after the common ones.
+    extra_migrations: Mapping[int, Migration] = {}
+
+    def schema_version(self) -> int | None:
+        try:
+            if not self.db.table_exists("tf_meta"):
+                return None
+            row = self.execute("SELECT value FROM tf_meta WHERE key = 'schema_version'").fetchone()
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot reach the database at {self.safe_url}: {exc}") from exc
+        return int(row[0]) if row else None
+
+    def upgrade(self) -> list[int]:
+        """Apply missing migrations in one transaction; idempotent. Returns the versions applied."""
+        applied = []
+        with _binding, self.db.bind_ctx(MODELS), self.db.atomic():
+            current = self.schema_version() or 0
+            for version in sorted(MIGRATIONS):
+                if version > current:
+                    MIGRATIONS[version](self.db)
+                    extra = self.extra_migrations.get(version)
+                    if extra is not None:
+                        extra(self.db)
+                    applied.append(version)
+            if applied:
+                Meta.insert(key="schema_version", value=str(max(applied))).on_conflict(
+                    conflict_target=[Meta.key], update={Meta.value: str(max(applied))}
+                ).execute()
+        return applied
+
+    def ensure_schema(self, auto: bool) -> None:
+        """Migrate (``auto``) or refuse with the fix unless the schema is this teamflow's."""
+        self.connect()
+        current = self.schema_version()
+        if current == SCHEMA_VERSION:
+            return
+        if current is not None and current > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {current} is newer than this teamflow ({SCHEMA_VERSION}): "
+                "upgrade teamflow"
+            )
+        if auto:
+            self.upgrade()
+            return
+        raise StoreError(
+            f"database schema at {self.safe_url} is at version {current or 0}, this teamflow needs "
+            f"{SCHEMA_VERSION}: run `teamflow db upgrade`"
+        )

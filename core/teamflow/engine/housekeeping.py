@@ -1,0 +1,174 @@
+"""Housekeeping: everything a runner does off the hot path, on a thread of its own.
+
+Retries whose backoff expired and tasks this process watches (timers); claiming ready
+work in worker mode (woken by the database's signal, a new task, a step thread that ran
+out of work, or a slow poll); renewing the leases of steps in hand; failing steps past
+their ``timeout_s``; and taking back steps whose worker lost its lease.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loguru import logger
+
+from teamflow.engine.events import Events
+from teamflow.engine.execute import StepExecutor
+from teamflow.engine.group_commit import GroupCommit
+from teamflow.engine.work import Work
+from teamflow.errors import StoreError
+from teamflow.store import Store
+from teamflow.store.records import Applied, Claims
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: Store,
+        work: Work,
+        commit: GroupCommit,
+        executor: StepExecutor,
+        events: Events,
+        *,
+        worker_id: str,
+        lease_s: float,
+        poll_interval_s: float,
+        concurrency: int,
+        routes: Sequence[str],
+    ) -> None:
+        self._store = store
+        self._work = work
+        self._commit = commit
+        self._executor = executor
+        self._events = events
+        self._worker_id = worker_id
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self._concurrency = concurrency
+        self._routes = list(routes)  # the versions (with fingerprints) this runner can run
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="teamflow-housekeeping", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        work = self._work
+        next_renew = next_reap = next_poll = 0.0
+        while not work.stopping:
+            try:
+                now = time.monotonic()
+                self._check_timeouts(now)
+                self._due_timers(now)
+                if work.worker_mode:
+                    next_poll = self._poll(now, next_poll)
+                elif work.tracked and now >= next_poll:
+                    # A tracked task may have a step woken by a child another worker finished.
+                    next_poll = now + self.poll_interval_s
+                    with work.mutex:
+                        tracked = list(work.tracked)
+                    for task_id in tracked:
+                        work.add_timer(0.0, task_id)
+                if now >= next_renew:
+                    next_renew = now + self.lease_s / 3
+                    self._store.renew(self._worker_id, self.lease_s, work.held() + self._commit.held())
+                    self._commit.retry_stranded()
+                if work.worker_mode and now >= next_reap:
+                    next_reap = now + max(0.5, self.lease_s / 2)
+                    self._reap()
+                with work.house:
+                    if not (work.kick and work.worker_mode) and not work.stopping:
+                        work.house.wait(self._sleep_for(now, next_renew, next_poll))
+            except StoreError as exc:
+                logger.error("runner {}: {}; retrying in 1 s", self._worker_id, exc)
+                time.sleep(1.0)
+            except Exception:
+                logger.exception("runner {} housekeeping error; continuing", self._worker_id)
+                time.sleep(0.2)
+
+    def _sleep_for(self, now: float, next_renew: float, next_poll: float) -> float:
+        work = self._work
+        until = [next_renew - now, 5.0]
+        if work.timers:
+            until.append(work.timers[0][0] - now)
+        if work.worker_mode or work.tracked:
+            until.append(next_poll - now)
+        with work.mutex:
+            until.extend(r.deadline - now for r in work.running.values() if r.deadline is not None and not r.abandoned)
+        return max(0.001, min(until))
+
+    def _due_timers(self, now: float) -> None:
+        work = self._work
+        due: set[str] = set()
+        with work.house:
+            while work.timers and work.timers[0][0] <= now:
+                due.add(heapq.heappop(work.timers)[1])
+        if due:
+            self._take(
+                self._store.claim(self._worker_id, self.lease_s, max(work.free(), 1) * 2, task_ids=sorted(due))
+            )
+
+    def _poll(self, now: float, next_poll: float) -> float:
+        work = self._work
+        with work.house:
+            kick, work.kick = work.kick, False
+        if not kick and now < next_poll:
+            return next_poll
+        next_poll = now + self.poll_interval_s
+        want = work.free() + self._concurrency  # keep one claim queued per thread
+        if want <= 0:
+            return next_poll
+        claims = self._store.claim(self._worker_id, self.lease_s, want, routes=self._routes)
+        self._take(claims)
+        if len(claims.claimed) == want:
+            with work.house:
+                work.kick = True  # there may be more ready work
+        else:
+            due = self._store.next_due(self._routes)
+            if due is not None and due < self.poll_interval_s:
+                next_poll = now + due
+        return next_poll
+
+    def _take(self, claims: Claims) -> None:
+        if not claims.claimed:
+            return
+        # Announce before queueing: once queued, a step thread may finish the step and
+        # announce its completion before this thread announced that it started.
+        self._events.announce(Applied(claimed=claims.claimed), claims.started)
+        self._work.enqueue(claims.claimed)
+
+    def _reap(self) -> None:
+        applied = self._store.reap_expired()
+        if applied.accepted:
+            for out in applied.accepted:
+                self._executor.log(out.claim).warning(
+                    "step {} of task {}: {}", out.claim.name, out.claim.task_id, out.error
+                )
+            self._work.settle(applied)
+            self._work.wake()
+
+    def _check_timeouts(self, now: float) -> None:
+        work = self._work
+        with work.mutex:
+            late = [r for r in work.running.values() if r.deadline is not None and not r.abandoned and now > r.deadline]
+            for running in late:
+                running.abandoned = True  # the thread stays busy until the handler returns
+        outcomes = [out for r in late if (out := self._executor.timed_out(r.claim)) is not None]
+        if outcomes:
+            self._commit.commit(outcomes)
+
+
+def safely(worker_id: str, action: Callable[[], Any]) -> None:
+    """Run a store action whose failure is logged, not raised (the lease expires anyway)."""
+    try:
+        action()
+    except StoreError as exc:
+        logger.error("runner {}: {}", worker_id, exc)

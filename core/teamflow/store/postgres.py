@@ -1,0 +1,394 @@
+"""PostgreSQL, shared by many worker machines: every way it differs from SQLite.
+
+The hot path is one statement (one round trip, one transaction) per batch: data-modifying
+CTEs carry a batch of completions with the successors they make ready (claimed by the
+same worker), the task counters, the wake-up of parents whose child finished, the history
+and the NOTIFY; likewise a claim with ``FOR UPDATE SKIP LOCKED`` and the task-started
+bookkeeping. Both are PREPAREd once per connection. Tasks keep a counter of steps left,
+which the completion statement uses. Workers wake on LISTEN (``watch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import peewee as pw
+from loguru import logger
+from playhouse.pool import PooledPostgresqlDatabase
+
+from teamflow.store.base import DuplicateKey
+from teamflow.store.records import Applied, Claimed, Claims, FinishedTask, NewTask, Outcome, StepPlan, TaskRow
+from teamflow.store.scheduling import READY
+from teamflow.store.store import Store, Wake
+
+NOW = "extract(epoch from clock_timestamp())"  # the database's clock, for leases
+CHANNEL = "teamflow"
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
+
+COMPLETE = """
+WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),
+v AS (SELECT * FROM unnest(?::bigint[], ?::int[], ?::text[]) AS v(id, attempt, result)),
+sx AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS sx(step_id, name)),
+done AS (
+    UPDATE tf_step s SET status = 'completed', result = v.result, error = NULL, error_type = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, finished_at = {now}
+    FROM v, p
+    WHERE s.id = v.id AND s.lease_owner = p.owner AND s.attempts = v.attempt AND s.status = 'in_progress'
+    RETURNING s.id, s.task_id, s.name, s.attempts
+),
+rel AS (
+    SELECT d.task_id, sx.name, count(*)::int AS n FROM done d JOIN sx ON sx.step_id = d.id
+    GROUP BY d.task_id, sx.name
+),
+succ AS (
+    UPDATE tf_step s SET deps_left = s.deps_left - rel.n,
+        ready_at = CASE WHEN s.deps_left = rel.n THEN {now} ELSE s.ready_at END,
+        status = CASE WHEN s.deps_left = rel.n AND p.claim THEN 'in_progress' ELSE s.status END,
+        attempts = CASE WHEN s.deps_left = rel.n AND p.claim THEN s.attempts + 1 ELSE s.attempts END,
+        lease_owner = CASE WHEN s.deps_left = rel.n AND p.claim THEN p.owner ELSE s.lease_owner END,
+        lease_expires_at = CASE WHEN s.deps_left = rel.n AND p.claim THEN {now} + p.lease
+                           ELSE s.lease_expires_at END,
+        started_at = CASE WHEN s.deps_left = rel.n AND p.claim THEN {now} ELSE s.started_at END
+    FROM rel, p
+    WHERE s.task_id = rel.task_id AND s.name = rel.name AND s.status = 'pending'
+    RETURNING s.id, s.task_id, s.name, s.attempts, s.status, s.deps_left
+),
+cnt AS (SELECT task_id, count(*)::int AS n FROM done GROUP BY task_id),
+tk AS (
+    UPDATE tf_task t SET steps_left = t.steps_left - cnt.n, updated_at = {now},
+        status = CASE WHEN t.steps_left = cnt.n AND t.status = 'in_progress' THEN 'completed' ELSE t.status END,
+        finished_at = CASE WHEN t.steps_left = cnt.n AND t.status = 'in_progress' THEN {now}
+                      ELSE t.finished_at END
+    FROM cnt WHERE t.id = cnt.task_id
+    RETURNING t.id, t.status, t.steps_left, t.parent_id, t.parent_step
+),
+finished AS (SELECT * FROM tk WHERE steps_left = 0 AND status = 'completed'),
+wake AS (
+    UPDATE tf_step w SET status = 'pending', next_attempt_at = {now}, ready_at = {now}
+    FROM finished f
+    WHERE f.parent_id IS NOT NULL AND w.task_id = f.parent_id AND w.name = f.parent_step AND w.status = 'waiting'
+    RETURNING w.task_id, w.name
+),
+history AS (
+    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+    SELECT task_id, name, 'in_progress', 'completed', attempts, p.owner, NULL, {now} FROM done, p
+    UNION ALL
+    SELECT task_id, name, 'pending', 'in_progress', attempts, p.owner, NULL, {now}
+    FROM succ, p WHERE status = 'in_progress'
+    UNION ALL
+    SELECT id, NULL, 'in_progress', 'completed', NULL, NULL, NULL, {now} FROM finished
+    UNION ALL
+    SELECT task_id, name, 'waiting', 'pending', NULL, NULL, 'child finished', {now} FROM wake
+),
+released AS (SELECT 1 FROM succ WHERE status = 'pending' AND deps_left = 0 UNION ALL SELECT 1 FROM wake),
+notified AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM released LIMIT 1) r)
+SELECT 'done', id, task_id, name, attempts FROM done
+UNION ALL SELECT 'claim', id, task_id, name, attempts FROM succ WHERE status = 'in_progress'
+UNION ALL SELECT 'finished', NULL::bigint, id, NULL, NULL::int FROM finished
+UNION ALL SELECT 'woken', NULL::bigint, task_id, name, NULL::int FROM wake
+UNION ALL SELECT 'notify', NULL::bigint, NULL, NULL, NULL::int FROM notified
+"""
+
+CLAIM = """
+WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease),
+c AS (
+    UPDATE tf_step s SET status = 'in_progress', attempts = s.attempts + 1, lease_owner = p.owner,
+        lease_expires_at = {now} + p.lease, started_at = {now}
+    FROM p
+    WHERE s.id IN (
+        SELECT id FROM tf_step WHERE {ready} AND next_attempt_at <= {now} {where}
+        ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED
+    )
+    RETURNING s.id, s.task_id, s.name, s.attempts
+),
+started AS (
+    UPDATE tf_task t SET status = 'in_progress', updated_at = {now}
+    WHERE t.id IN (SELECT task_id FROM c) AND t.status = 'pending'
+    RETURNING t.id
+),
+history AS (
+    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+    SELECT task_id, name, 'pending', 'in_progress', attempts, p.owner, NULL, {now} FROM c, p
+    UNION ALL
+    SELECT id, NULL, 'pending', 'in_progress', NULL, NULL, NULL, {now} FROM started
+)
+SELECT 'claim', c.id, c.task_id, c.name, c.attempts, t.namespace, t.name, t.version, t.fingerprint, t.context,
+       t.parent_id, t.parent_step
+FROM c JOIN tf_task t ON t.id = c.task_id
+UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM started
+"""
+
+# The counter of steps left completes the task with the step that brings it to zero.
+STEP_DONE = (
+    "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
+    "status = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN 'completed' ELSE status END, "
+    "finished_at = CASE WHEN steps_left = 1 AND status = 'in_progress' THEN {now} ELSE finished_at END "
+    "WHERE id = ? RETURNING steps_left, status, parent_id, parent_step"
+)
+INSERT_HISTORY = (
+    "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at) VALUES %s"
+)
+HISTORY_ROW = "(%s, %s, %s, %s, %s, %s, %s, {now})"
+
+
+class Prepared:
+    """A statement PREPAREd once per connection, so PostgreSQL plans it once, not per call."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        count = 0
+
+        def number(_: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return f"${count}"
+
+        self.text = re.sub(r"\?", number, text)
+        self.call = f"EXECUTE {name} ({', '.join(['%s'] * count)})"
+        self._ready: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+    def execute(self, conn: Any, cur: Any, params: Sequence[Any]) -> None:
+        if conn not in self._ready:
+            cur.execute(f"PREPARE {self.name} AS {self.text}")
+            self._ready[conn] = True
+        cur.execute(self.call, params)
+
+
+def _now(text: str) -> str:
+    return text.replace("{now}", NOW)
+
+
+COMPLETE_STMT = Prepared("tf_complete", _now(COMPLETE))
+CLAIM_STMTS = {
+    (routes, tasks): Prepared(
+        f"tf_claim_{int(routes)}{int(tasks)}",
+        _now(
+            CLAIM.replace("{ready}", READY).replace(
+                "{where}", (" AND route = ANY(?)" if routes else "") + (" AND task_id = ANY(?)" if tasks else "")
+            )
+        ),
+    )
+    for routes in (False, True)
+    for tasks in (False, True)
+}
+
+
+class PostgresStore(Store):
+    dialect = "postgres"
+    now_sql = NOW
+    share_sql = " FOR SHARE"
+    begin_sql = "BEGIN"
+    single_writer = False
+    migrates_itself = False
+
+    def __init__(self, url: str) -> None:
+        import psycopg2
+        from psycopg2.extras import execute_values
+
+        self._lost = (psycopg2.OperationalError, psycopg2.InterfaceError)
+        self._integrity = (psycopg2.IntegrityError,)
+        self._execute_values = execute_values
+        self._writer = _NoLock()  # writers run side by side
+        super().__init__(url)
+
+    def connect_params(self) -> dict[str, Any]:
+        """psycopg2 keyword arguments from a ``postgresql://user:pw@host:port/db?schema=x`` URL."""
+        parsed = urlparse(self.url)
+        query = parse_qs(parsed.query)
+        params: dict[str, Any] = {
+            "dbname": (parsed.path or "/postgres").lstrip("/") or "postgres",
+            "user": parsed.username,
+            "password": parsed.password,
+            "host": parsed.hostname,
+            "port": parsed.port or 5432,
+            "connect_timeout": int(query.get("connect_timeout", ["5"])[0]),
+        }
+        if "schema" in query:
+            params["options"] = f"-c search_path={query['schema'][0]}"
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _open(self) -> pw.Database:
+        params = self.connect_params()
+        # One pool per process; peewee keeps each thread's connection until it is closed,
+        # in autocommit mode: a statement outside ``tx`` is a transaction of its own.
+        return PooledPostgresqlDatabase(params.pop("dbname"), max_connections=64, stale_timeout=300, **params)
+
+    def _compile(self, text: str) -> str:
+        return text.replace("%", "%%").replace("?", "%s")
+
+    def _duplicate(self, exc: BaseException) -> DuplicateKey:
+        diag = getattr(exc, "diag", None)
+        return DuplicateKey(getattr(diag, "constraint_name", None) or "", str(exc).strip())
+
+    def _before_commit(self, cur: Any, notify: bool) -> None:
+        if notify:  # at most one NOTIFY per transaction
+            cur.execute(NOTIFY)
+
+    def _insert_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        cur = self._local.__dict__.get("txcur") or self._cursor()
+        try:
+            self._execute_values(cur, INSERT_HISTORY, rows, template=_now(HISTORY_ROW), page_size=500)
+        except self._lost as exc:
+            raise self._db_error(exc) from exc
+
+    def _prepared(self, statement: Prepared, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        in_tx = self._local.__dict__.get("txcur") is not None
+        cur = self._cursor()
+        try:
+            statement.execute(self.db.connection(), cur, params)
+            return list(cur.fetchall())
+        except self._lost as exc:
+            if not in_tx:
+                self.reset()
+            raise self._db_error(exc) from exc
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _routes_clause(self, routes: Sequence[str]) -> tuple[str, list[Any]]:
+        return " AND route = ANY(?)", [list(routes)]
+
+    def claim(
+        self,
+        worker: str,
+        lease_s: float,
+        limit: int,
+        *,
+        routes: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> Claims:
+        if limit <= 0 or (routes is not None and not routes):
+            return Claims([], [])
+        params: list[Any] = [worker, lease_s]
+        if routes is not None:
+            params.append(list(routes))
+        if task_ids is not None:
+            params.append(list(task_ids))
+        params.append(limit)
+        rows = self._prepared(CLAIM_STMTS[(routes is not None, task_ids is not None)], params)
+        claimed = [
+            Claimed(r[1], r[2], r[3], r[4], TaskRow(r[2], r[5], r[6], r[7], r[8], json.loads(r[9]), "in_progress",
+                                                     r[10], r[11]))
+            for r in rows
+            if r[0] == "claim"
+        ]
+        return Claims(claimed, [r[2] for r in rows if r[0] == "started"])
+
+    def apply(
+        self,
+        outcomes: Sequence[Outcome],
+        worker: str,
+        lease_s: float,
+        *,
+        claim_successors: bool,
+        creates: Sequence[tuple[NewTask, Sequence[StepPlan]]] = (),
+    ) -> Applied:
+        if not creates and all(o.kind == "complete" for o in outcomes):
+            applied = Applied()  # the common case: one statement is one transaction
+            self._complete(outcomes, worker, lease_s, claim_successors, applied)
+            return applied
+        return super().apply(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates)
+
+    def _apply_outcomes(
+        self, outcomes: Sequence[Outcome], worker: str, lease_s: float, claim: bool, applied: Applied
+    ) -> None:
+        completions = [o for o in outcomes if o.kind == "complete"]
+        super()._apply_outcomes([o for o in outcomes if o.kind != "complete"], worker, lease_s, claim, applied)
+        if completions:
+            self._complete(completions, worker, lease_s, claim, applied)
+
+    def _complete(self, outs: Sequence[Outcome], worker: str, lease_s: float, claim: bool, applied: Applied) -> None:
+        succ_ids, succ_names = [], []
+        for out in outs:
+            for name in out.successors:
+                succ_ids.append(out.claim.step_id)
+                succ_names.append(name)
+        rows = self._prepared(
+            COMPLETE_STMT,
+            [
+                worker,
+                lease_s,
+                claim,
+                [o.claim.step_id for o in outs],
+                [o.claim.attempt for o in outs],
+                [o.result for o in outs],
+                succ_ids,
+                succ_names,
+            ],
+        )
+        done = set()
+        for kind, step_id, task_id, name, attempt in rows:
+            if kind == "done":
+                done.add(step_id)
+            elif kind == "claim":
+                applied.claimed.append(Claimed(step_id, task_id, name, attempt))
+            elif kind == "finished":
+                applied.finished_tasks.append(FinishedTask(task_id, "completed"))
+            elif kind == "woken":
+                applied.woken_parents.append(task_id)
+        for out in outs:
+            (applied.accepted if out.claim.step_id in done else applied.dropped).append(out)
+
+    def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
+        row = self.execute(STEP_DONE, (task_id,)).fetchone()
+        if row is not None and row[0] == 0 and row[1] == "completed":
+            self._finished(task_id, row[2], row[3], applied)
+
+    # -- waking workers -----------------------------------------------------------------
+
+    def watch(self, wake: Wake) -> Callable[[], None]:
+        """LISTEN on a dedicated autocommit connection (a pooled one would miss notifications);
+        after a reconnect, LISTEN again and wake once, so a notification lost while
+        disconnected costs one poll, not a stuck task."""
+        stopped = threading.Event()
+        thread = threading.Thread(target=self._listen, args=(wake, stopped), name="teamflow-listen", daemon=True)
+        thread.start()
+        return stopped.set
+
+    def _listen(self, wake: Wake, stopped: threading.Event) -> None:
+        import psycopg2
+        import psycopg2.extensions
+
+        delay = 0.5
+        while not stopped.is_set():
+            conn = None
+            try:
+                conn = psycopg2.connect(**self.connect_params())
+                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                with conn.cursor() as cur:
+                    cur.execute(f"LISTEN {CHANNEL}")
+                delay = 0.5
+                wake()  # anything that became ready while we were not listening
+                while not stopped.is_set():
+                    if select.select([conn], [], [], 1.0) == ([], [], []):
+                        continue
+                    conn.poll()
+                    if conn.notifies:
+                        conn.notifies.clear()
+                        wake()
+            except Exception as exc:
+                logger.warning("LISTEN connection lost ({}); reconnecting in {:.1f}s", str(exc).strip(), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+
+class _NoLock:
+    """The writer lock of a database that takes concurrent writers: no lock."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass

@@ -1,0 +1,226 @@
+"""SQLite, the embedded default: WAL, ``BEGIN IMMEDIATE``, one writer, local disks only.
+
+Every way SQLite differs from PostgreSQL is here: the connection's pragmas, the writer
+lock that lets threads of one process queue for the single writer in Python instead of in
+SQLite's busy handler (which sleeps in milliseconds), the history's clustered layout and
+numbering, the claim (no ``SKIP LOCKED``: there is one writer), the check that completes a
+task, the one-statement read of a task, and the background WAL checkpointer.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import peewee as pw
+
+from teamflow.errors import StoreError
+from teamflow.store.base import DuplicateKey
+from teamflow.store.checkpoint import Checkpointer
+from teamflow.store.records import Applied, ChildRecord, Claimed, Claims, StepRecord, TaskRecord, TaskSnapshot
+from teamflow.store.scheduling import READY
+from teamflow.store.store import Store
+from teamflow.store.tasks import CHILD_COLUMNS, STEP_COLUMNS, TASK_COLUMNS
+
+# The task, its steps and its children in one statement, hence one snapshot. Every arm
+# has the same columns: a kind, 14 values and a sort key (column 16).
+SNAPSHOT = (
+    f"SELECT 0, {TASK_COLUMNS}, 0 FROM tf_task WHERE id = ?1 "
+    f"UNION ALL SELECT 1, {STEP_COLUMNS}, id FROM tf_step WHERE task_id = ?1 "
+    f"UNION ALL SELECT 2, {CHILD_COLUMNS}, {', '.join(['NULL'] * 7)}, created_at FROM tf_task WHERE parent_id = ?1 "
+    "ORDER BY 1, 16"
+)
+# Only a task whose every step is done completes; asked only when the step that finished
+# had no successor left to run, so most step commits leave the task row alone.
+COMPLETE_TASK = (
+    "UPDATE tf_task SET status = 'completed', finished_at = {now}, updated_at = {now} "
+    "WHERE id = ?1 AND status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM tf_step "
+    "WHERE task_id = ?1 AND status NOT IN ('completed', 'resolved')) RETURNING parent_id, parent_step"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def claim_ready(where: str) -> str:
+    return (
+        "UPDATE tf_step SET status = 'in_progress', attempts = attempts + 1, lease_owner = ?, "
+        f"lease_expires_at = {{now}} + ?, started_at = {{now}} WHERE id IN (SELECT id FROM tf_step WHERE {where} "
+        "ORDER BY next_attempt_at LIMIT ?) RETURNING id, task_id, name, attempts"
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def insert_history(rows: int) -> str:
+    """The history insert for this many rows (its text is built once per count)."""
+    return (
+        "INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, id, at) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, {now})"] * rows)
+    )
+
+
+def _cluster_history(db: pw.Database) -> None:
+    """Schema v2 on SQLite: the history is clustered by task (one B-tree, not a table and an
+    index), so recording a transition writes one page. ``id`` orders a task's rows (the
+    store writes nanosecond timestamps, unique per process; v1's ids are smaller)."""
+    db.execute_sql(
+        "CREATE TABLE tf_transition_v2 (task_id VARCHAR(36) NOT NULL, id INTEGER NOT NULL, "
+        "step VARCHAR(255), from_status VARCHAR(255), to_status VARCHAR(255) NOT NULL, attempt INTEGER, "
+        "at REAL NOT NULL, actor VARCHAR(255), detail TEXT, PRIMARY KEY (task_id, id)) WITHOUT ROWID"
+    )
+    db.execute_sql(
+        "INSERT INTO tf_transition_v2 (task_id, id, step, from_status, to_status, attempt, at, actor, detail) "
+        "SELECT task_id, id, step, from_status, to_status, attempt, at, actor, detail FROM tf_transition"
+    )
+    db.execute_sql("DROP TABLE tf_transition")
+    db.execute_sql("ALTER TABLE tf_transition_v2 RENAME TO tf_transition")
+
+
+def sqlite_path(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :] or ":memory:"
+    if url in ("sqlite://", "sqlite:"):
+        return ":memory:"
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+_UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
+
+
+class SqliteStore(Store):
+    dialect = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    share_sql = ""  # one writer at a time: what a write reads cannot change under it
+    begin_sql = "BEGIN IMMEDIATE"
+    single_writer = True
+    migrates_itself = True
+    extra_migrations = {2: _cluster_history}
+    _lost = (sqlite3.OperationalError, sqlite3.InterfaceError)
+    _integrity = (sqlite3.IntegrityError,)
+
+    def __init__(self, url: str, *, synchronous: str = "FULL", wal_autocheckpoint: int = 10_000) -> None:
+        self.path = sqlite_path(url)
+        self.synchronous = synchronous
+        self.wal_autocheckpoint = wal_autocheckpoint
+        self._checkpointer = Checkpointer(self.path) if self.path != ":memory:" else None
+        self._writer = threading.RLock()
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+        super().__init__(url)
+
+    def _open(self) -> pw.Database:
+        return pw.SqliteDatabase(
+            self.path,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": self.synchronous,
+                "wal_autocheckpoint": self.wal_autocheckpoint,
+                # A WAL that outgrew twice the autocheckpoint (4 KiB pages) while a reader
+                # held checkpoints back is cut back to that when it next restarts; else the
+                # file keeps its largest size for good.
+                "journal_size_limit": 2 * self.wal_autocheckpoint * 4096,
+                "busy_timeout": 60_000,
+                "foreign_keys": 0,
+            },
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+        )
+
+    def _compile(self, text: str) -> str:
+        return text  # our statements are written in sqlite3's own ``?`` style
+
+    def _duplicate(self, exc: BaseException) -> DuplicateKey:
+        """SQLite names the columns, not the index: find the unique index on them."""
+        found = _UNIQUE_FAILED.search(str(exc))
+        if found is None:
+            return DuplicateKey("", str(exc))
+        columns = [c.strip().split(".", 1) for c in found.group(1).split(",")]
+        table, wanted = columns[0][0], [c[-1] for c in columns]
+        for index in self.db.get_indexes(table):
+            if index.unique and list(index.columns) == wanted:
+                return DuplicateKey(index.name, str(exc))
+        return DuplicateKey(f"{table}({', '.join(wanted)})", str(exc))
+
+    def _insert_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        # The history is keyed by (task, id): the id is the time in nanoseconds, made
+        # unique and increasing within this process, so rows need no lookup to be
+        # numbered. (Writers to one SQLite file share a machine, hence a clock.)
+        with self._seq_lock:
+            first = max(self._last_seq + 1, time.time_ns())
+            self._last_seq = first + len(rows) - 1
+        # Chunks of at most 16 rows: each row count is a statement of its own in every
+        # connection's statement cache, and a big one costs memory (a worker has many).
+        for start in range(0, len(rows), 16):
+            chunk = rows[start : start + 16] if len(rows) > 16 else rows
+            params: list[Any] = []
+            for i, row in enumerate(chunk, start=first + start):
+                params.extend(row)
+                params.append(i)
+            self.execute(insert_history(len(chunk)), params)
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        super().close()
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _routes_clause(self, routes: Sequence[str]) -> tuple[str, list[Any]]:
+        return f" AND route IN ({self.placeholders(len(routes))})", list(routes)
+
+    def claim(
+        self,
+        worker: str,
+        lease_s: float,
+        limit: int,
+        *,
+        routes: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> Claims:
+        if limit <= 0 or (routes is not None and not routes):
+            return Claims([], [])
+        where = f"{READY} AND next_attempt_at <= {{now}}"
+        params: list[Any] = []
+        if routes is not None:
+            clause, values = self._routes_clause(routes)
+            where += clause
+            params.extend(values)
+        if task_ids is not None:
+            where += f" AND task_id IN ({self.placeholders(len(task_ids))})"
+            params.extend(task_ids)
+        with self.tx():
+            rows = self.execute(claim_ready(where), (worker, lease_s, *params, limit)).fetchall()
+            claimed = [Claimed(*row) for row in rows]
+            started: list[str] = []
+            if claimed:
+                started = self._mark_started(sorted({c.task_id for c in claimed}))
+                self._transition(
+                    [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
+                )
+        return Claims(claimed, started)
+
+    def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
+        if not last:
+            return
+        row = self.execute(COMPLETE_TASK, (task_id,)).fetchone()
+        if row is not None:
+            self._finished(task_id, row[0], row[1], applied)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def snapshot(self, task_id: str) -> TaskSnapshot | None:
+        rows = self.execute(SNAPSHOT, (task_id,)).fetchall()
+        if not rows or rows[0][0] != 0:
+            return None
+        return TaskSnapshot(
+            TaskRecord(*rows[0][1:15]),
+            [StepRecord(*r[1:15]) for r in rows if r[0] == 1],
+            [ChildRecord(*r[1:8]) for r in rows if r[0] == 2],
+        )
