@@ -14,9 +14,9 @@ import attrs
 import jsonschema
 
 from teamflow.errors import NamespaceNotFound, WorkflowNotFound
-from teamflow.fingerprint import route_key
 from teamflow.models import NamespacePolicy
 from teamflow.registry import Constraint, select_version
+from teamflow.registry.fingerprint import route_key
 from teamflow.store import Store
 from teamflow.versions import Version, parse_version
 

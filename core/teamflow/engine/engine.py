@@ -30,11 +30,10 @@ from teamflow.errors import (
     TeamflowError,
 )
 from teamflow.events import TaskEvent
-from teamflow.fingerprint import canonical_json
 from teamflow.models import NamespacePolicy, StepResult, TaskRequest, TaskResult
 from teamflow.published import PublishedEntry, published_policy, resolve_published
 from teamflow.registry import Registry, WorkflowEntry
-from teamflow.serialization import to_json
+from teamflow.serialization import canonical_json, to_json
 from teamflow.store import Applied, Claimed, Store, TaskRow
 
 if TYPE_CHECKING:

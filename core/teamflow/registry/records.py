@@ -1,0 +1,153 @@
+"""The typed records the registry takes (sources, contributions, rules) and gives (entries,
+refusals, conflicts, drift)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import jsonschema
+
+from teamflow.models import Conflict, NamespacePolicy, Resolution, Step, Workflow
+from teamflow.versions import Version
+
+CONFIG_OWNER = "teamflow.toml"
+"""The owner recorded for a namespace that the host configuration defines."""
+
+
+@attrs.frozen
+class Source:
+    """The distribution a registration came from."""
+
+    distribution: str
+    version: str
+    entry_point: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+@attrs.frozen
+class Contribution:
+    """Everything one plugin registered through the hooks."""
+
+    source: Source
+    namespaces: tuple[Any, ...] = ()
+    workflows: tuple[Any, ...] = ()
+
+
+@attrs.frozen
+class PlatformNamespace:
+    """A namespace whose policy the host configuration defines (the seed's ``shared``)."""
+
+    policy: NamespacePolicy
+    contributors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Rules:
+    """What the registry takes from outside: configuration and the store's memory."""
+
+    platform_namespaces: Mapping[str, PlatformNamespace] = attrs.field(factory=dict)
+    owner_pins: Mapping[str, str] = attrs.field(factory=dict)
+    default_versions: Mapping[str, str] = attrs.field(factory=dict)
+    strict: bool = False
+    recorded_owners: Mapping[str, str] = attrs.field(factory=dict)
+    recorded_fingerprints: Mapping[tuple[str, str, str], str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Refusal:
+    """One registration the registry did not accept, and what to do about it."""
+
+    kind: str
+    distribution: str
+    distribution_version: str
+    subject: str
+    reason: str
+    fix: str = ""
+    step: str | None = None
+
+    def __str__(self) -> str:
+        where = f" step {self.step!r}" if self.step else ""
+        text = f"{self.distribution} {self.distribution_version}: {self.subject}{where}: {self.reason}"
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+@attrs.frozen
+class ConflictOutcome:
+    """A conflict and how it was resolved."""
+
+    conflict: Conflict
+    resolution: Resolution
+
+
+@attrs.frozen
+class Drift:
+    """A released version whose definition changed without a version bump."""
+
+    ref: str
+    distribution: str
+    recorded: str
+    current: str
+    refused: bool
+
+
+@attrs.frozen
+class NamespaceEntry:
+    """A namespace the registry settled: its policy, its owner distribution, its contributors."""
+
+    policy: NamespacePolicy
+    owner: str
+    owner_version: str
+    contributors: tuple[str, ...] = ()
+
+    def may_register(self, distribution: str) -> bool:
+        """Whether ``distribution`` may register workflows in this namespace."""
+        return distribution == self.owner or distribution in self.contributors
+
+
+@attrs.define(slots=True, eq=False)
+class WorkflowEntry:
+    """One runnable workflow version with everything the engine needs to run it."""
+
+    workflow: Workflow
+    version: Version
+    fingerprint: str
+    source: Source
+    handlers: dict[str, Callable[..., Any]]
+    handler_refs: dict[str, str]
+    order: tuple[str, ...]  # steps in a topological order
+    steps: dict[str, Step]
+    successors: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    dependencies: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    step_rows: tuple[tuple[str, int, int, bool], ...] = ()  # (name, deps, max attempts, retryable)
+    route: str = ""
+    _validator: Any = None
+
+    @property
+    def namespace(self) -> str:
+        return self.workflow.namespace
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def ref(self) -> str:
+        return f"{self.workflow.namespace}/{self.workflow.name}@{self.version.text}"
+
+    @property
+    def deprecated(self) -> str | None:
+        return self.workflow.deprecated
+
+    def context_errors(self, context: Any) -> list[str]:
+        """Return readable JSON Schema failures of ``context`` (empty when valid)."""
+        if self.workflow.context_schema is None:
+            return [] if isinstance(context, dict) else ["$: expected a JSON object"]
+        if self._validator is None:
+            schema = self.workflow.context_schema
+            self._validator = jsonschema.validators.validator_for(schema)(schema)
+        errors = sorted(self._validator.iter_errors(context), key=lambda e: list(e.absolute_path))
+        return [f"{e.json_path}: {e.message}" for e in errors]
