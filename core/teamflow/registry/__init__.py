@@ -5,7 +5,7 @@ Pure and in memory: it imports neither the store nor the engine. What the store 
 mode) come in as ``Rules``.
 
 - ``records``: the typed records it takes and gives (sources, contributions, rules,
-  entries, refusals, conflicts, drift).
+  entries; refusals, conflicts and drift with their message and fix).
 - ``validate``: one workflow version checked (names, version, step graph, schema,
   handlers) and compiled into a ``WorkflowEntry``.
 - ``fingerprint``: the digest of a version's definition, handler references, route keys.

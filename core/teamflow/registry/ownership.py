@@ -4,7 +4,7 @@ loads, then building the ``Registry``.
 Its inputs are what each distribution registered plus the rules that come from outside
 (host configuration, owners and fingerprints the store recorded, the conflict-resolver
 hook); its outputs are the runnable index and every refusal and conflict, with the
-distributions involved and the reason.
+distributions involved, the reason and the fix.
 
 Order independence is by construction: registrations are grouped by key and every group
 is decided from its whole membership, never from arrival order.
@@ -60,9 +60,7 @@ class _Builder:
         resolution, resolver_name = self.resolver(conflict)
         if resolution is not None:
             if resolution.kept is None or resolution.kept in conflict.candidates:
-                resolution = attrs.evolve(resolution, decided_by=resolver_name)
-                self.conflicts.append(ConflictOutcome(conflict, resolution))
-                return resolution
+                return attrs.evolve(resolution, decided_by=resolver_name)
             self.refusals.append(
                 Refusal(
                     "bad_resolution",
@@ -73,7 +71,6 @@ class _Builder:
                     "a resolution must keep one of conflict.candidates or None",
                 )
             )
-        self.conflicts.append(ConflictOutcome(conflict, default))
         return default
 
     # -- namespaces -------------------------------------------------------------------
@@ -141,20 +138,23 @@ class _Builder:
         pin = self.rules.owner_pins.get(name)
         recorded = self.rules.recorded_owners.get(name)
         candidates = tuple(Candidate(s.distribution, s.version, name) for s in sources)
+        conflict = Conflict("namespace", name, candidates)
         winner: Source | None = None
         if pin is not None:
             winner = next((s for s in sources if s.distribution == pin), None)
             reason = f"owner pin in {CONFIG_OWNER}: {name} -> {pin}"
             fix = f"only {pin} may declare namespace {name!r}; remove this declaration"
+            conflict_fix = (
+                f"namespace {name!r} is pinned to {pin}: uninstall the other candidates, "
+                f"or have them remove their declaration of {name!r}"
+            )
             if winner is None:
                 reason += f", which is not installed or does not declare {name!r}"
-                fix = f"install {pin}, or change [owner_pins] {name}"
+                fix = conflict_fix = f"install {pin}, or change [owner_pins] {name}"
             if len(sources) > 1 or winner is None:
                 kept = Candidate(winner.distribution, winner.version, name) if winner else None
                 self.conflicts.append(
-                    ConflictOutcome(
-                        Conflict("namespace", name, candidates), Resolution(kept, reason, "owner pin")
-                    )
+                    ConflictOutcome(conflict, Resolution(kept, reason, "owner pin"), conflict_fix)
                 )
         elif recorded is not None and recorded != CONFIG_OWNER:
             winner = next((s for s in sources if s.distribution == recorded), None)
@@ -162,10 +162,16 @@ class _Builder:
             fix = f'to hand {name!r} over, pin it in {CONFIG_OWNER}: [owner_pins] {name} = "<distribution>"'
             if len(sources) > 1 or winner is None:
                 kept = Candidate(winner.distribution, winner.version, name) if winner else None
+                handover = f'[owner_pins] {name} = "<distribution>" in {CONFIG_OWNER}'
+                conflict_fix = (
+                    f"{recorded} keeps namespace {name!r} as its recorded owner: uninstall the other "
+                    f"candidates, or hand it over with {handover}"
+                    if winner
+                    else f"{recorded}, the recorded owner of namespace {name!r}, does not declare it here: "
+                    f"install it, or hand {name!r} over with {handover}"
+                )
                 self.conflicts.append(
-                    ConflictOutcome(
-                        Conflict("namespace", name, candidates), Resolution(kept, reason, "recorded owner")
-                    )
+                    ConflictOutcome(conflict, Resolution(kept, reason, "recorded owner"), conflict_fix)
                 )
         elif len(dists) == 1 and len(sources) == 1:
             winner = sources[0]
@@ -177,7 +183,7 @@ class _Builder:
                 "pin or recorded owner decides",
                 "default",
             )
-            resolution = self.settle(Conflict("namespace", name, candidates), default)
+            resolution = self.settle(conflict, default)
             if resolution.kept is not None:
                 winner = next(
                     s
@@ -189,6 +195,7 @@ class _Builder:
                 f'pin the owner in {CONFIG_OWNER}: [owner_pins] {name} = "<distribution>", '
                 "or uninstall all but one"
             )
+            self.conflicts.append(ConflictOutcome(conflict, resolution, fix))
         for source in sources:
             if source is not winner:
                 self.refuse("namespace_conflict", source, name, f"namespace refused: {reason}", fix)
@@ -235,11 +242,10 @@ class _Builder:
             entry = settled
             recorded = self.rules.recorded_fingerprints.get(key)
             if recorded and recorded != entry.fingerprint and not entry.version.is_prerelease:
-                drift.append(
-                    Drift(
-                        entry.ref, entry.source.distribution, recorded, entry.fingerprint, self.rules.strict
-                    )
+                drifted = Drift(
+                    entry.ref, entry.source.distribution, recorded, entry.fingerprint, self.rules.strict
                 )
+                drift.append(drifted)
                 if self.rules.strict:
                     self.refuse(
                         "drift",
@@ -247,7 +253,7 @@ class _Builder:
                         entry.ref,
                         f"released version changed without a version bump (recorded fingerprint "
                         f"{recorded[:12]}, now {entry.fingerprint[:12]}); refused in strict mode",
-                        "release the change under a new version, or restore the released definition",
+                        drifted.fix,
                     )
                     continue
             accepted.append(entry)
@@ -277,7 +283,8 @@ class _Builder:
                     f"{len(sources)} distributions register {ref} and none of them owns namespace {key[0]!r}",
                     "default",
                 )
-            resolution = self.settle(Conflict("workflow", ref, candidates), default)
+            conflict = Conflict("workflow", ref, candidates)
+            resolution = self.settle(conflict, default)
             winner = None
             if resolution.kept is not None:
                 winner = next(
@@ -285,6 +292,13 @@ class _Builder:
                     for s in sources
                     if s.distribution == resolution.kept.distribution and s.version == resolution.kept.version
                 )
+            losers = [s.distribution for s in sources if s is not winner]
+            # Only a resolver can refuse the owner's copy; the owner cannot fix that alone.
+            overruled = default.kept is not None and resolution.kept != default.kept
+            who = losers[0] if len(losers) == 1 else f"each of {', '.join(losers)}"
+            self.conflicts.append(
+                ConflictOutcome(conflict, resolution, self._key_fix(key[0], ns, resolution, overruled, who))
+            )
             for source in sources:
                 if source is not winner:
                     self.refuse(
@@ -292,7 +306,13 @@ class _Builder:
                         source,
                         ref,
                         f"workflow version refused: {resolution.reason}",
-                        f"bump the version, or register it in a namespace {source.distribution} owns",
+                        self._key_fix(
+                            key[0],
+                            ns,
+                            resolution,
+                            overruled and ns is not None and source.distribution == ns.owner,
+                            source.distribution,
+                        ),
                     )
             if winner is None:
                 self.blocked[ref] = resolution.reason
@@ -325,6 +345,44 @@ class _Builder:
             )
             return None
         return by_source[source]
+
+    def _key_fix(
+        self, namespace: str, ns: NamespaceEntry | None, resolution: Resolution, overruled: bool, who: str
+    ) -> str:
+        """What helps ``who``, whose copy of a workflow version lost its conflict.
+
+        Never "bump the version": in a namespace another team owns, a new version is
+        refused just the same.
+        """
+        if ns is None:
+            where = (
+                f"which is blocked: register it in a namespace {who} owns, or settle the namespace "
+                f"conflict first ([owner_pins] in {CONFIG_OWNER})"
+                if namespace in self.blocked
+                else f"which no distribution declares: register it in a namespace {who} owns, "
+                f"or have one distribution declare {namespace!r}"
+            )
+            return f"none of the candidates owns namespace {namespace!r}, {where}"
+        if overruled:
+            verdict = (
+                f"kept {resolution.kept.distribution}" if resolution.kept else "refused every candidate"
+            )
+            return (
+                f"the conflict resolver {resolution.decided_by} {verdict} over {ns.owner}, the owner of "
+                f"namespace {namespace!r}: if that is wrong, ask the platform team that lists "
+                f"{resolution.decided_by} in conflict_resolvers ({CONFIG_OWNER})"
+            )
+        owner = "the host configuration" if ns.owner == CONFIG_OWNER else ns.owner
+        if ns.policy.owner_team:
+            owner += f" (team {ns.policy.owner_team})"
+        whose = f"namespace {namespace!r} belongs to {owner}"
+        if resolution.kept is None:
+            whose = f"none of the candidates owns namespace {namespace!r}; it belongs to {owner}"
+        whom = ns.policy.contact_email or ns.owner
+        return (
+            f"{whose}: register it in a namespace {who} owns, "
+            f"or ask {whom}, who decides what ships in {namespace!r}"
+        )
 
 
 def _subject(workflow: Any) -> str:

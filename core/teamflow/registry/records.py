@@ -1,5 +1,12 @@
 """The typed records the registry takes (sources, contributions, rules) and gives (entries,
-refusals, conflicts, drift)."""
+refusals, conflicts, drift).
+
+Refusals, conflicts and drift carry their ``message`` and ``fix`` as attrs fields, so the
+CLI, the HTTP API and the admin page show the same words, and JSON output (which cattrs
+builds from fields only, never from properties) includes them. The message is computed
+from the record's facts at construction; it stays an ``__init__`` argument because the
+API structures an unstructured load report back into these types.
+"""
 
 from __future__ import annotations
 
@@ -68,19 +75,41 @@ class Refusal:
     reason: str
     fix: str = ""
     step: str | None = None
+    message: str = attrs.field()
 
-    def __str__(self) -> str:
+    @message.default
+    def _message(self) -> str:
         where = f" step {self.step!r}" if self.step else ""
         text = f"{self.distribution} {self.distribution_version}: {self.subject}{where}: {self.reason}"
         return f"{text} (fix: {self.fix})" if self.fix else text
 
+    def __str__(self) -> str:
+        return self.message
+
 
 @attrs.frozen
 class ConflictOutcome:
-    """A conflict and how it was resolved."""
+    """A conflict, how it was resolved, and what would settle it for good.
+
+    ``fix`` depends on who owns the namespace, which the conflict itself does not say, so
+    the code that settles the conflict supplies it.
+    """
 
     conflict: Conflict
     resolution: Resolution
+    fix: str
+    message: str = attrs.field()
+
+    @message.default
+    def _message(self) -> str:
+        candidates = ", ".join(f"{c.distribution} {c.version}" for c in self.conflict.candidates)
+        kept = self.resolution.kept
+        verdict = f"kept {kept.distribution} {kept.version}" if kept else "all refused, key blocked"
+        decided = f"; decided by {self.resolution.decided_by}" if self.resolution.decided_by else ""
+        return (
+            f"{self.conflict.kind} {self.conflict.key}: {candidates} -> {verdict} "
+            f"({self.resolution.reason}{decided})"
+        )
 
 
 @attrs.frozen
@@ -92,6 +121,16 @@ class Drift:
     recorded: str
     current: str
     refused: bool
+    fix: str = "release the change under a new version, or restore the released definition"
+    message: str = attrs.field()
+
+    @message.default
+    def _message(self) -> str:
+        verdict = "refused (strict mode)" if self.refused else "loaded (set strict = true to refuse)"
+        return (
+            f"{self.ref} from {self.distribution}: released version changed without a version bump "
+            f"(recorded fingerprint {self.recorded[:12]}, now {self.current[:12]}); {verdict}"
+        )
 
 
 @attrs.frozen
