@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from teamflow import Candidate, Conflict, Resolution, Step, Workflow
 from teamflow.errors import NamespaceNotFound, VersionNotFound, WorkflowNotFound
-from teamflow.registry import Contribution, PlatformNamespace, Rules, Source, build_registry
+from teamflow.registry import (
+    ConflictOutcome,
+    Contribution,
+    Drift,
+    PlatformNamespace,
+    Refusal,
+    Rules,
+    Source,
+    build_registry,
+)
+from teamflow.serialization import structure, unstructure
 
 PAY = Source("teamflow-payments", "1.0.0")
 CS = Source("teamflow-customer-success", "1.0.0")
@@ -245,6 +255,149 @@ def test_fingerprint_ignores_descriptions_and_deprecation_but_not_behaviour() ->
     assert fp(context_schema={"type": "object"}) != base
 
 
+# -- messages and fixes -----------------------------------------------------------------------
+
+
+def test_a_conflict_in_another_teams_namespace_names_the_owner_and_never_says_bump() -> None:
+    reg = build_registry(
+        [
+            contrib(PAY, ["payments"], [wf("payments", "refund", "2.1.0")]),
+            contrib(ROGUE, [], [wf("payments", "refund", "2.1.0", [Step("evil", noop)])]),
+        ]
+    )
+    [outcome] = reg.conflicts
+    assert outcome.message == (
+        "workflow payments/refund@2.1.0: teamflow-payments 1.0.0, teamflow-rogue 6.6.6 -> kept "
+        "teamflow-payments 1.0.0 (teamflow-payments owns namespace 'payments'; decided by default)"
+    )
+    [refusal] = reg.refusals
+    assert refusal.kind == "workflow_conflict"
+    for fix in (outcome.fix, refusal.fix):
+        assert "bump" not in fix
+        assert "belongs to teamflow-payments (team team-payments)" in fix
+        assert "register it in a namespace teamflow-rogue owns" in fix
+        assert "payments@example.test" in fix
+    assert refusal.message == str(refusal) and f"(fix: {refusal.fix})" in refusal.message
+
+
+def test_a_blocked_workflow_key_says_no_candidate_owns_the_namespace() -> None:
+    reg = build_registry(
+        [
+            contrib(PAY, ["payments"]),
+            contrib(CS, [], [wf("payments", "x", "1.0.0")]),
+            contrib(ROGUE, [], [wf("payments", "x", "1.0.0")]),
+        ]
+    )
+    [outcome] = reg.conflicts
+    assert outcome.resolution.kept is None and "all refused, key blocked" in outcome.message
+    fixes = [outcome.fix] + [r.fix for r in reg.refusals if r.kind == "workflow_conflict"]
+    assert len(fixes) == 3
+    for fix in fixes:
+        assert "bump" not in fix
+        assert fix.startswith(
+            "none of the candidates owns namespace 'payments'; it belongs to teamflow-payments"
+        )
+        assert "payments@example.test" in fix
+    assert "each of teamflow-customer-success, teamflow-rogue" in outcome.fix
+
+
+def test_a_key_in_an_undeclared_namespace_says_no_candidate_owns_it() -> None:
+    reg = build_registry(
+        [contrib(CS, [], [wf("nowhere", "x", "1.0.0")]), contrib(ROGUE, [], [wf("nowhere", "x", "1.0.0")])]
+    )
+    [outcome] = reg.conflicts
+    assert outcome.fix.startswith(
+        "none of the candidates owns namespace 'nowhere', which no distribution declares"
+    )
+    assert "bump" not in outcome.fix
+
+
+def test_a_resolver_that_overrules_the_owner_is_named_in_the_owners_fix() -> None:
+    def platform(conflict: Conflict) -> tuple[Resolution | None, str]:
+        keep = next(c for c in conflict.candidates if c.distribution == "teamflow-rogue")
+        return Resolution(keep, "platform decision"), "teamflow-platform"
+
+    reg = build_registry(
+        [
+            contrib(PAY, ["payments"], [wf("payments", "refund", "2.1.0")]),
+            contrib(ROGUE, [], [wf("payments", "refund", "2.1.0")]),
+        ],
+        resolver=platform,
+    )
+    [outcome] = reg.conflicts
+    assert outcome.message.endswith(
+        "-> kept teamflow-rogue 6.6.6 (platform decision; decided by teamflow-platform)"
+    )
+    owner_refusal = next(r for r in reg.refusals if r.kind == "workflow_conflict")
+    assert owner_refusal.distribution == "teamflow-payments"
+    for fix in (outcome.fix, owner_refusal.fix):
+        assert fix.startswith(
+            "the conflict resolver teamflow-platform kept teamflow-rogue over teamflow-payments"
+        )
+        assert "bump" not in fix
+
+
+def test_a_namespace_conflict_says_to_pin_the_owner_or_uninstall_all_but_one() -> None:
+    reg = build_registry([contrib(PAY, ["payments"]), contrib(ROGUE, ["payments"])])
+    [outcome] = reg.conflicts
+    assert outcome.message == (
+        "namespace payments: teamflow-payments 1.0.0, teamflow-rogue 6.6.6 -> all refused, key blocked "
+        "(2 distributions declare namespace 'payments' and no owner pin or recorded owner decides; "
+        "decided by default)"
+    )
+    assert "[owner_pins] payments" in outcome.fix and "uninstall all but one" in outcome.fix
+    assert {r.fix for r in reg.refusals} == {outcome.fix}
+
+    pinned = build_registry(
+        [contrib(PAY, ["payments"]), contrib(ROGUE, ["payments"])],
+        Rules(owner_pins={"payments": "teamflow-payments"}),
+    )
+    assert pinned.conflicts[0].fix.startswith("namespace 'payments' is pinned to teamflow-payments")
+    recorded = build_registry(
+        [contrib(ROGUE, ["payments"])], Rules(recorded_owners={"payments": "teamflow-payments"})
+    )
+    assert recorded.conflicts[0].fix.startswith(
+        "teamflow-payments, the recorded owner of namespace 'payments'"
+    )
+
+
+def test_drift_carries_its_message_and_fix() -> None:
+    first = build_registry([contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0")])])
+    before = first.get("payments", "r", "1.0.0").fingerprint
+    changed = [contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0", [Step("s1", noop, retry_limit=9)])])]
+    recorded = {("payments", "r", "1.0.0"): before}
+    [lax] = build_registry(changed, Rules(recorded_fingerprints=recorded)).drift
+    assert lax.message == (
+        f"payments/r@1.0.0 from teamflow-payments: recorded fingerprint {before[:12]}, now {lax.current[:12]}: "
+        "a released version changed without a version bump; loaded (set strict = true to refuse)"
+    )
+    assert lax.fix == "release the change under a new version, or restore the released definition"
+    strict = build_registry(changed, Rules(recorded_fingerprints=recorded, strict=True))
+    [drift] = strict.drift
+    assert drift.message.endswith("; refused (strict mode)")
+    assert strict.refusals[0].fix == drift.fix
+
+
+def test_unstructured_records_carry_message_and_fix_and_structure_back() -> None:
+    first = build_registry([contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0")])])
+    recorded = {("payments", "r", "1.0.0"): first.get("payments", "r", "1.0.0").fingerprint}
+    reg = build_registry(
+        [
+            contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0", [Step("s1", noop, retry_limit=9)])]),
+            contrib(ROGUE, [], [wf("payments", "r", "1.0.0")]),
+        ],
+        Rules(recorded_fingerprints=recorded),
+    )
+    records = [reg.refusals[0], reg.conflicts[0], reg.drift[0]]
+    assert [type(r) for r in records] == [Refusal, ConflictOutcome, Drift]
+    for record in records:
+        data = unstructure(record)
+        assert (data["message"], data["fix"]) == (record.message, record.fix)
+        assert data["message"] and data["fix"]
+        # The HTTP API structures an unstructured load report back into these types.
+        assert structure(data, type(record)) == record
+
+
 # -- resolution -------------------------------------------------------------------------------
 
 
@@ -369,3 +522,22 @@ def test_outcome_is_identical_for_every_load_order(regs, data) -> None:
     )
     for order in orders:
         assert outcome(build_registry(order, rules)) == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(registration, min_size=1, max_size=4))
+def test_messages_and_fixes_are_identical_for_every_load_order(regs) -> None:
+    contributions = [
+        contrib(source, namespaces, [wf(ns, name, version) for ns, name, version, _ in workflows])
+        for source, namespaces, workflows in regs
+    ]
+
+    def texts(registry) -> tuple:
+        return (
+            sorted((r.message, r.fix) for r in registry.refusals),
+            [(c.message, c.fix) for c in registry.conflicts],
+        )
+
+    expected = texts(build_registry(contributions))
+    for order in itertools.permutations(contributions):
+        assert texts(build_registry(order)) == expected

@@ -137,41 +137,17 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
 
 def _print_problems(host: Any) -> int:
+    """Every load problem, each with the message and fix it carries; returns how many."""
     report = host.plugins
-    count = 0
     for p in report.failed:
-        count += 1
-        _line(
-            "LOAD FAILED",
-            "red",
-            f"{p.distribution} {p.version} ({p.entry_point}): {p.error}"
-            + (f" at {p.error_where}" if p.error_where else "")
-            + f"\n  fix: repair or uninstall {p.distribution}; the other plugins still loaded",
-        )
+        _line("LOAD FAILED", "red", f"{p.message}\n  fix: {p.fix}")
     for c in report.conflicts:
-        count += 1
-        cands = ", ".join(f"{x.distribution} {x.version}" for x in c.conflict.candidates)
-        kept = c.resolution.kept
-        verdict = f"kept {kept.distribution} {kept.version}" if kept else "all refused, key blocked"
-        _line(
-            "CONFLICT",
-            "yellow",
-            f"{c.conflict.kind} {c.conflict.key}: {cands} -> {verdict} "
-            f"({c.resolution.reason}; decided by {c.resolution.decided_by})",
-        )
+        _line("CONFLICT", "yellow", f"{c.message}\n  fix: {c.fix}")
     for r in report.refusals:
-        count += 1
-        _line("REFUSED", "red", f"[{r.kind}] {r}")
+        _line("REFUSED", "red", f"[{r.kind}] {r.message}")
     for d in report.drift:
-        count += 1
-        verdict = "refused (strict mode)" if d.refused else "loaded (set strict = true to refuse)"
-        _line(
-            "DRIFT",
-            "yellow",
-            f"{d.ref} from {d.distribution}: recorded fingerprint {d.recorded[:12]}, now "
-            f"{d.current[:12]}; {verdict}\n  fix: release the change under a new version",
-        )
-    return count
+        _line("DRIFT", "yellow", f"{d.message}\n  fix: {d.fix}")
+    return int(report.problems)
 
 
 @main.command()

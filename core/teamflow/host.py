@@ -25,9 +25,9 @@ from teamflow.engine.runner import Runner, new_worker_id
 from teamflow.errors import InvalidCursor, NamespaceNotFound, NotApproved, TeamflowError
 from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
-from teamflow.published import definition, policy_dict
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
+from teamflow.registry.published import definition, policy_dict
 from teamflow.store import Store, open_store
 from teamflow.store.records import NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION

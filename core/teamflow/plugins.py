@@ -40,6 +40,16 @@ class PluginRecord:
     namespaces: tuple[str, ...] = ()
     workflows: tuple[str, ...] = ()
 
+    @property
+    def message(self) -> str:
+        """What every surface says of a plugin that failed to load."""
+        where = f" at {self.error_where}" if self.error_where else ""
+        return f"{self.distribution} {self.version} ({self.entry_point}): {self.error}{where}"
+
+    @property
+    def fix(self) -> str:
+        return f"repair or uninstall {self.distribution}; the other plugins still loaded"
+
 
 @attrs.frozen
 class LoadReport:

@@ -22,6 +22,11 @@ converter = _make()
 to_json = json.JSONEncoder(allow_nan=False).encode
 
 
+def canonical_json(value: Any) -> str:
+    """One text per JSON value (sorted keys, no spaces), so equal values hash alike."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def structure(data: Any, cls: type[T]) -> T:
     return converter.structure(data, cls)
 

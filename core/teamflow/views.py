@@ -15,7 +15,7 @@ from teamflow.engine.engine import TaskDetail
 from teamflow.models import TaskResult
 from teamflow.plugins import LoadReport, PluginRecord
 from teamflow.refs import parse_ref
-from teamflow.registry import ConflictOutcome, Drift, Registry, WorkflowEntry
+from teamflow.registry import ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
 from teamflow.store.records import (
     ActiveVersion,
     ChildRecord,
@@ -398,18 +398,6 @@ def version_detail(registry: Registry, entry: WorkflowEntry) -> VersionDetail:
 
 
 @attrs.frozen
-class RefusalView:
-    kind: str
-    distribution: str
-    distribution_version: str
-    subject: str
-    reason: str
-    fix: str
-    step: str | None
-    message: str
-
-
-@attrs.frozen
 class Unservable:
     """Unfinished tasks of a version this host cannot run, and what to do about them."""
 
@@ -444,7 +432,7 @@ class LoadReportView:
     """The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve."""
 
     plugins: list[PluginRecord]
-    refusals: list[RefusalView]
+    refusals: list[Refusal]
     conflicts: list[ConflictOutcome]
     drift: list[Drift]
     ok: bool
@@ -455,10 +443,7 @@ class LoadReportView:
 def load_report(report: LoadReport, unservable_tasks: Sequence[Unservable]) -> LoadReportView:
     return LoadReportView(
         plugins=list(report.plugins),
-        refusals=[
-            RefusalView(r.kind, r.distribution, r.distribution_version, r.subject, r.reason, r.fix, r.step, str(r))
-            for r in report.refusals
-        ],
+        refusals=list(report.refusals),
         conflicts=list(report.conflicts),
         drift=list(report.drift),
         ok=report.ok,

@@ -29,11 +29,10 @@ from teamflow.errors import (
     TaskStateError,
     WorkflowNotFound,
 )
-from teamflow.fingerprint import canonical_json
 from teamflow.models import TERMINAL, NamespacePolicy, StepResult, TaskRequest, TaskResult
-from teamflow.published import PublishedEntry, published_policy, resolve_published
 from teamflow.registry import Registry, StepRow, WorkflowEntry
-from teamflow.serialization import to_json
+from teamflow.registry.published import PublishedEntry, published_policy, resolve_published
+from teamflow.serialization import canonical_json, to_json
 from teamflow.store import DuplicateKey, Store
 from teamflow.store.records import (
     IDEMPOTENCY_KEY,

@@ -14,10 +14,11 @@ from typing import Any, Protocol
 import attrs
 import jsonschema
 
-from teamflow.fingerprint import route_key
 from teamflow.models import NamespacePolicy
-from teamflow.registry import Constraint, StepRow, WorkflowEntry, select_version
-from teamflow.versions import Version, parse_version
+from teamflow.registry.fingerprint import route_key
+from teamflow.registry.index import select_version
+from teamflow.registry.records import StepRow, WorkflowEntry
+from teamflow.versions import Constraint, Version, parse_version
 
 
 def schema_errors(validator: Any, context: Any) -> list[str]:

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from teamflow.models import Step
+from teamflow.serialization import canonical_json
 
 
 class HandlerError(ValueError):
     """A handler that cannot be referenced by ``module:qualname``."""
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def resolve_handler(handler: object) -> tuple[str, Callable[..., Any]]:
