@@ -30,7 +30,10 @@ def _pytest(session: nox.Session, *args: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Host, cross-plugin and integration tests, then each plugin's own tests on their own."""
-    _install_checkout(session, "pytest", "pytest-timeout", "hypothesis", "httpx", "pip", "build", "schemathesis", "playwright")
+    _install_checkout(
+        session, "pytest", "pytest-timeout", "hypothesis", "httpx", "pip", "build", "schemathesis", "playwright",
+        "import-linter",
+    )
     session.run("python", "-c", "import teamflow, pathlib, sys; "
                 "p = pathlib.Path(teamflow.__file__).resolve(); "
                 "sys.exit(0 if 'core/teamflow' in p.as_posix() else f'stale teamflow installed at {p}')")
@@ -42,8 +45,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and the import contracts that keep the layers (pyproject.toml [tool.importlinter])."""
+    session.install("ruff", "import-linter")
+    session.install("-e", ".")
     session.run("ruff", "check", "core", "plugins", "tests", "benchmarks", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -226,19 +226,19 @@ def check(ctx: click.Context, as_json: bool) -> None:
     """Exit 1 on any load failure, refusal, conflict, drift or task no worker can serve."""
     host = _host(ctx)
     report = host.load_report()
+    health = host.readiness()  # the same rules as GET /health/ready
     if as_json:
         _json(report)
     else:
-        count = _print_problems(host)
-        for u in report.unservable_tasks:
-            count += 1
-            _line("UNSERVABLE", "red", f"{u.message}\n  fix: {u.fix}")
-        if count == 0:
+        _print_problems(host)
+        for reason in health.reasons:
+            _line("NOT READY", "red", reason)
+        if report.ok and not health.reasons:
             out.print(
                 f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
                 f"namespace(s), {len(host.registry)} workflow version(s)"
             )
-    sys.exit(1 if (report.problems or report.unservable_tasks) else 0)
+    sys.exit(0 if report.ok and not health.reasons else 1)
 
 
 @main.command()

@@ -50,7 +50,9 @@ def teamflow_resolve_conflict(conflict: Conflict) -> Resolution | None:
     :param conflict: the kind (``namespace`` or ``workflow``), the key and every
         candidate distribution with its version and what it registered.
 
-    Only plugins named in the host configuration's ``conflict_resolvers`` are asked, in
+    Called at host start-up while the registry is built: once for each workflow version
+    that two or more distributions register, and once for each namespace that two or more
+    declare when no owner pin or recorded owner settles it. Only plugins named in the host configuration's ``conflict_resolvers`` are asked, in
     that order; the same hook in any other plugin is ignored and reported. The returned
     resolution must keep one of the candidates or none. When every resolver returns
     ``None`` the host's default applies: the namespace owner wins, else every candidate

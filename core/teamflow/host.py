@@ -307,7 +307,7 @@ class Host:
                     f"database schema is at version {version or 0}, this teamflow needs {SCHEMA_VERSION}: "
                     "run `teamflow db upgrade`"
                 )
-            reasons.extend(u.message for u in self.unservable())
+            reasons.extend(f"{u.message} (fix: {u.fix})" for u in self.unservable())
         except Exception as exc:  # readiness reports a broken database, it never fails with it
             logger.warning("readiness check: database error: {}", exc)
             reasons.append(f"database: {exc.detail if isinstance(exc, TeamflowError) else exc}")

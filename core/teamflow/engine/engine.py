@@ -338,12 +338,12 @@ class Engine:
             text = json.dumps(result)
         except (TypeError, ValueError) as exc:
             raise ContextInvalid(f"the result must be JSON: {exc}") from None
-        previous, applied = self.store.resolve_step(task_id, step, text, actor, entry.successors[step])
-        if previous in ("completed", "resolved"):
-            raise TaskStateError(f"step {step!r} of task {task_id} is already {previous}")
-        if previous == "in_progress":
+        resolved = self.store.resolve_step(task_id, step, text, actor, entry.successors[step])
+        if resolved.previous in ("completed", "resolved"):
+            raise TaskStateError(f"step {step!r} of task {task_id} is already {resolved.previous}")
+        if resolved.previous == "in_progress":
             logger.warning("step {} of task {} was resolved by {} while a worker held it", step, task_id, actor)
-        self.events.announce(applied)
+        self.events.announce(resolved.applied)
         return self.get_task(task_id)
 
     def _entry_for(self, task: TaskResult) -> WorkflowEntry:

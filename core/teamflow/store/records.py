@@ -145,6 +145,14 @@ class Claims:
 
 
 @attrs.frozen(slots=True)
+class Resolved:
+    """A step resolved by hand: its status before (``missing``: no such step), and what changed."""
+
+    previous: str
+    applied: Applied
+
+
+@attrs.frozen(slots=True)
 class ExpiredLease:
     """A leased step whose lease ran out (its worker stalled or died)."""
 

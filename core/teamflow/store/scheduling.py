@@ -23,6 +23,7 @@ from teamflow.store.records import (
     FinishedTask,
     NewTask,
     Outcome,
+    Resolved,
     StepPlan,
 )
 from teamflow.store.tasks import Tasks, Transition
@@ -419,19 +420,16 @@ class Scheduling(Tasks):
 
     def resolve_step(
         self, task_id: str, step: str, result: str, actor: str, successors: Sequence[str]
-    ) -> tuple[str, Applied]:
-        """Mark a step resolved by hand; its dependants treat it as completed.
-
-        Returns the step's status before (``missing`` when there is no such step).
-        """
+    ) -> Resolved:
+        """Mark a step resolved by hand; its dependants treat it as completed."""
         applied = Applied()
         with self.tx():
             row = self.execute(STEP_STATE, (task_id, step)).fetchone()
             if row is None:
-                return "missing", applied
+                return Resolved("missing", applied)
             previous = row[0]
             if previous in DONE_STEP:
-                return previous, applied
+                return Resolved(previous, applied)
             self.execute(RESOLVE_STEP, (result, actor, task_id, step))
             transitions: list[Transition] = [(task_id, step, previous, "resolved", row[1], actor, "resolved by hand")]
             task_status = self.execute(TASK_STATUS, (task_id,)).fetchone()[0]
@@ -444,4 +442,4 @@ class Scheduling(Tasks):
             self._transition(transitions)
             self._step_done(task_id, applied)
             self.notify()
-        return previous, applied
+        return Resolved(previous, applied)
