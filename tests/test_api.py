@@ -547,6 +547,7 @@ def test_openapi_document(client: httpx.Client) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/workflows/execute",
+        "/workflows/execute/batch",
         "/workflows",
         "/workflows/{namespace}",
         "/workflows/{namespace}/{name}",

@@ -36,6 +36,12 @@ class TeamflowError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.detail, **self.facts}
 
+    def for_item(self, index: int) -> TeamflowError:
+        """The same error about item ``index`` of a batch (counted from 0)."""
+        error = type(self)(f"item {index}: {self.detail}", **{**self.facts, "index": index})
+        error.status = self.status
+        return error
+
 
 class ConfigError(TeamflowError):
     code = "config_error"

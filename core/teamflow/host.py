@@ -21,6 +21,7 @@ from teamflow import views
 from teamflow.config import HostConfig, load_config, normalize_distribution
 from teamflow.engine.engine import Engine
 from teamflow.engine.events import Events
+from teamflow.engine.group_commit import TaskCommit
 from teamflow.engine.runner import Runner, new_worker_id
 from teamflow.errors import InvalidCursor, NamespaceNotFound, NotApproved, TeamflowError
 from teamflow.models import TERMINAL, TaskRequest, TaskResult
@@ -93,6 +94,7 @@ class Host:
         self.worker_id = new_worker_id()
         self.events = Events(self._plugins, self.store)
         self.engine = Engine(self.store, self.registry, self.events, lease_s=config.lease_s, worker_id=self.worker_id)
+        self.tasks = TaskCommit(self.store)  # new tasks of concurrent callers share commits
         self.stopping = threading.Event()  # set by a server that began to stop (readiness says so)
         self._runner: Runner | None = None
         self._runner_lock = threading.Lock()
@@ -162,13 +164,54 @@ class Host:
         )
 
     def execute_async(self, request: TaskRequest) -> str:
-        """Validate and store the task for workers; return its id."""
+        """Validate and store the task for workers; return its id once it is committed.
+
+        Concurrent callers (threads, HTTP requests) share commits.
+        """
+        return self.accept(request).id
+
+    def accept(self, request: TaskRequest) -> views.Accepted:
+        """``execute_async``, answered as the HTTP API does (a task found by its idempotency
+        key is read for its real status; a new one is pending, without a read)."""
         entry, _ = self.engine.prepare(request)
-        task_id = self.engine.create(request, entry, claim=False).id
+        created = self.engine.create(request, entry, claim=False, via=self.tasks)
+        self._wake_workers()
+        if created.existing:
+            return views.accepted(self.get_task(created.id))
+        return views.Accepted(
+            created.id, entry.namespace, entry.name, entry.version.text, "pending", views.links(created.id)
+        )
+
+    def execute_many(self, requests: Sequence[TaskRequest]) -> list[str]:
+        """Validate every request, then store them all for the workers in one transaction;
+        return their task ids in order. One bad request refuses the whole batch (its error
+        names the item, counted from 0) and nothing is stored."""
+        return [a.id for a in self.accept_many(requests).tasks]
+
+    def accept_many(self, requests: Sequence[TaskRequest]) -> views.Batch:
+        """``execute_many``, answered as the HTTP API does."""
+        entries = []
+        for i, request in enumerate(requests):
+            try:
+                entries.append(self.engine.prepare(request)[0])
+            except TeamflowError as exc:
+                raise exc.for_item(i) from None
+        created = self.engine.create_many(requests, entries)
+        self._wake_workers()
+        return views.Batch(
+            [
+                views.accepted(self.get_task(c.id))
+                if c.existing
+                else views.Accepted(c.id, e.namespace, e.name, e.version.text, "pending", views.links(c.id))
+                for c, e in zip(created, entries, strict=True)
+            ]
+        )
+
+    def _wake_workers(self) -> None:
+        """New tasks: an embedded worker of this process claims them now, not at its next poll."""
         runner = self._runner
         if runner is not None and runner.worker_mode:
             runner.wake()
-        return task_id
 
     def execute_sync(
         self,
@@ -179,8 +222,9 @@ class Host:
         """Run the task to the end in this process and return its final state."""
         entry, _ = self.engine.prepare(request)
         runner = self.runner
-        # On a single-writer database the new task joins the runner's next group commit.
-        via = runner if self.store.single_writer else None
+        # On a single-writer database the new task joins the runner's next group commit
+        # (which leases its roots, and takes no idempotency key: those go on their own).
+        via = runner if self.store.single_writer and request.idempotency_key is None else None
         created = self.engine.create(request, entry, claim=runner.serves(entry.namespace), via=via)
         done = runner.waiter(created.id)
         if created.claimed and timeout is None and progress is None:

@@ -153,6 +153,13 @@ def accepted(task: TaskResult) -> Accepted:
 
 
 @attrs.frozen
+class Batch:
+    """Tasks stored for the workers, in the order they were asked for."""
+
+    tasks: list[Accepted]
+
+
+@attrs.frozen
 class TaskSummary:
     """One row of a task list."""
 

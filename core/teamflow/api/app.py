@@ -30,12 +30,13 @@ from loguru import logger
 from teamflow import views
 from teamflow.api import admin
 from teamflow.api.metrics import Metrics
-from teamflow.api.schemas import CattrsDTO, ErrorBody, ExecuteRequest, InvalidBody
+from teamflow.api.schemas import CattrsDTO, ErrorBody, ExecuteBatch, ExecuteRequest, InvalidBody, TaskSpec
 from teamflow.errors import TeamflowError
 from teamflow.host import Host
 from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.views import (
     Accepted,
+    Batch,
     Health,
     LoadReportView,
     NamespaceWorkflows,
@@ -53,6 +54,7 @@ _ERROR_DESCRIPTIONS = {
     403: "Not allowed: the version needs approval, or the caller may not use this namespace",
     404: "Unknown namespace, workflow, version or task; the body lists what exists",
     409: "Conflict: an idempotency key reused for another request, or a task already finished",
+    413: "Too large: the batch holds more items than the limit it names",
     422: "The context does not satisfy the workflow version's context schema; the body names each field",
     503: "The database is unreachable, or the server is stopping",
 }
@@ -66,6 +68,14 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
         )
         for code in sorted({400, 503, *codes})
     }
+
+
+MAX_BATCH = 10_000  # items of one POST /workflows/execute/batch
+
+
+class BatchTooLarge(TeamflowError):
+    code = "batch_too_large"
+    status = 413
 
 
 class ServerStopping(TeamflowError):
@@ -120,15 +130,9 @@ def execute(data: JSONBody[ExecuteRequest], host: NamedDependency[Host]) -> Resp
     its id and links; with ``wait`` it runs now and the answer is the finished task."""
     if not isinstance(data.wait, bool) and not (math.isfinite(data.wait) and data.wait >= 0):
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
-    request = TaskRequest(
-        name=data.name,
-        namespace=data.namespace,
-        version=data.version,
-        context=data.context,
-        idempotency_key=data.idempotency_key,
-    )
+    request = _task_request(data)
     if not data.wait:  # false or 0: the workers run it
-        return Response(views.accepted(host.get_task(host.execute_async(request))), status_code=202)
+        return Response(host.accept(request), status_code=202)
 
     def abort_when_stopping(task: TaskResult) -> None:
         if host.stopping.is_set():
@@ -143,6 +147,44 @@ def execute(data: JSONBody[ExecuteRequest], host: NamedDependency[Host]) -> Resp
     if result.status in TERMINAL:
         return Response(host.task_view(result.id), status_code=200)
     return Response(views.accepted(result), status_code=202)
+
+
+def _task_request(spec: TaskSpec) -> TaskRequest:
+    return TaskRequest(
+        name=spec.name,
+        namespace=spec.namespace,
+        version=spec.version,
+        context=spec.context,
+        idempotency_key=spec.idempotency_key,
+    )
+
+
+@post(
+    "/workflows/execute/batch",
+    dto=CattrsDTO[ExecuteBatch],
+    return_dto=None,
+    status_code=202,
+    sync_to_thread=True,
+    guards=[require_token],
+    tags=["tasks"],
+    summary="Create many tasks for the workers in one transaction",
+    responses={
+        202: ResponseSpec(Batch, description="Every task stored, in the order asked for", generate_examples=False),
+        **_errors(401, 403, 404, 409, 413, 422),
+    },
+)
+def execute_batch(data: JSONBody[ExecuteBatch], host: NamedDependency[Host]) -> Response[Batch]:
+    """Validate every item, then store them all in one transaction (idempotency keys hold per
+    item). One bad item refuses the whole batch, naming its index (from 0), and stores nothing."""
+    if not data.requests:
+        raise InvalidBody(["the batch is empty: send at least one item @ $.requests"])
+    if len(data.requests) > MAX_BATCH:
+        raise BatchTooLarge(
+            f"a batch holds at most {MAX_BATCH} items, this one {len(data.requests)}: send several batches",
+            limit=MAX_BATCH,
+            items=len(data.requests),
+        )
+    return Response(host.accept_many([_task_request(spec) for spec in data.requests]), status_code=202)
 
 
 @get(
@@ -388,6 +430,7 @@ def create_app(host: Host) -> Litestar:
     return Litestar(
         route_handlers=[
             execute,
+            execute_batch,
             list_workflows,
             namespace_workflows,
             workflow_versions,

@@ -60,8 +60,8 @@ def _doc(text: str) -> dict[str, str]:
 
 
 @attrs.frozen
-class ExecuteRequest:
-    """``POST /workflows/execute``: run a workflow version."""
+class TaskSpec:
+    """One task to create: the workflow version, its context, its idempotency key."""
 
     namespace: str = attrs.field(metadata=_doc("the team's namespace"))
     name: str = attrs.field(metadata=_doc("the workflow's name within the namespace"))
@@ -79,6 +79,12 @@ class ExecuteRequest:
             "the same key and request return the existing task (keys are scoped to namespace/name)"
         ),
     )
+
+
+@attrs.frozen
+class ExecuteRequest(TaskSpec):
+    """``POST /workflows/execute``: run a workflow version."""
+
     wait: bool | float = attrs.field(
         default=False,
         metadata={
@@ -88,6 +94,15 @@ class ExecuteRequest:
             ),
             "minimum": 0,
         },
+    )
+
+
+@attrs.frozen
+class ExecuteBatch:
+    """``POST /workflows/execute/batch``: tasks for the workers, stored in one transaction."""
+
+    requests: list[TaskSpec] = attrs.field(
+        metadata=_doc("the tasks, each as in POST /workflows/execute without wait; one bad item refuses all")
     )
 
 

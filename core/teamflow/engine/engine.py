@@ -181,8 +181,7 @@ class Engine:
         """Store a task for a prepared ``request``; with ``claim``, lease its roots to this worker.
 
         ``via`` stores it in that sink's next group commit instead of a transaction of its
-        own; only a task that cannot collide with another (no idempotency key, no parent)
-        goes that way.
+        own (the caller knows which tasks its sink takes).
         """
         # The request's digest is compared only when its idempotency key or its (parent step,
         # call ordinal) comes back: a plain task does not need one.
@@ -192,23 +191,9 @@ class Engine:
             existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
             if existing is not None:
                 return Created(self._same_request(existing, request, digest), [], existing=True)
-        task = NewTask(
-            id=new_task_id(),
-            namespace=entry.namespace,
-            name=entry.name,
-            version=entry.version.text,
-            fingerprint=entry.fingerprint,
-            route=entry.route,
-            context=json.dumps(request.context),
-            idempotency_key=request.idempotency_key,
-            request_hash=digest,
-            parent_id=parent.task_id if parent else None,
-            parent_step=parent.step if parent else None,
-            parent_attempt=parent.attempt if parent else None,
-            call_ordinal=parent.ordinal if parent else None,
-        )
+        task = self._new_task(request, entry, digest, parent)
         try:
-            if claim and via is not None and not keyed and parent is None:
+            if via is not None:
                 claimed = via.create(task, entry.step_rows)
             else:
                 claimed = self.store.create_task(
@@ -234,6 +219,76 @@ class Engine:
                     self.events.fire("step.started", task.id, entry, step=c.name, attempt=c.attempt)
         return Created(task.id, claimed)
 
+    def create_many(self, requests: Sequence[TaskRequest], entries: Sequence[Runnable]) -> list[Created]:
+        """Store prepared requests for the workers, in one transaction; their task ids, in order.
+
+        Idempotency keys hold per item: a key that already names a task (stored before, or
+        earlier in the same batch) gives that task's id when the request is the same, and
+        refuses the whole batch, before anything is stored, when it is not.
+        """
+        ids = [""] * len(requests)
+        existed = [True] * len(requests)
+        firsts: dict[tuple[str, str, str], tuple[int, str]] = {}  # key -> (its first item, its digest)
+        repeats: list[tuple[int, int]] = []  # (item, the earlier item with the same key)
+        pending: list[tuple[int, NewTask, Sequence[StepRow]]] = []
+        for i, (request, entry) in enumerate(zip(requests, entries, strict=True)):
+            digest = None
+            if request.idempotency_key is not None:
+                digest = request_hash(request)
+                scope = (entry.namespace, entry.name, request.idempotency_key)
+                seen = firsts.get(scope)
+                if seen is not None:
+                    if seen[1] != digest:
+                        raise IdempotencyConflict(
+                            f"items {seen[0]} and {i} use idempotency key {request.idempotency_key!r} for "
+                            f"different requests to {entry.namespace}/{entry.name}; use a new key for a new request",
+                            idempotency_key=request.idempotency_key,
+                            index=i,
+                        )
+                    repeats.append((i, seen[0]))
+                    continue
+                firsts[scope] = (i, digest)
+                existing = self.store.find_idempotent(*scope)
+                if existing is not None:
+                    ids[i] = self._same_request(existing, request, digest)
+                    continue
+            task = self._new_task(request, entry, digest, None)
+            ids[i], existed[i] = task.id, False
+            pending.append((i, task, entry.step_rows))
+        stored = self.store.create_tasks([(task, steps) for _, task, steps in pending]) if pending else set()
+        for i, task, _ in pending:
+            if task.id not in stored:  # another caller took the key meanwhile
+                existing = self.store.find_idempotent(task.namespace, task.name, task.idempotency_key or "")
+                if existing is None:
+                    raise DuplicateKey(IDEMPOTENCY_KEY, f"item {i}: its idempotency key is taken")
+                ids[i], existed[i] = self._same_request(existing, requests[i], task.request_hash), True
+        for i, first in repeats:
+            ids[i] = ids[first]
+        if self.events.enabled:
+            for _, task, _ in pending:
+                if task.id in stored:
+                    self.events.fire("task.created", task.id, task)
+        return [Created(task_id, [], existing=old) for task_id, old in zip(ids, existed, strict=True)]
+
+    def _new_task(
+        self, request: TaskRequest, entry: Runnable, digest: str | None, parent: ParentCall | None
+    ) -> NewTask:
+        return NewTask(
+            id=new_task_id(),
+            namespace=entry.namespace,
+            name=entry.name,
+            version=entry.version.text,
+            fingerprint=entry.fingerprint,
+            route=entry.route,
+            context=json.dumps(request.context),
+            idempotency_key=request.idempotency_key,
+            request_hash=digest,
+            parent_id=parent.task_id if parent else None,
+            parent_step=parent.step if parent else None,
+            parent_attempt=parent.attempt if parent else None,
+            call_ordinal=parent.ordinal if parent else None,
+        )
+
     def _same_request(self, existing: ExistingTask, request: TaskRequest, digest: str | None) -> str:
         if existing.request_hash != digest:
             raise IdempotencyConflict(
@@ -251,11 +306,11 @@ class Engine:
 
     def task_detail(self, task_id: str) -> TaskDetail:
         """The task, its child tasks and its history."""
-        snapshot = self._snapshot(task_id)
-        return TaskDetail(self._result(snapshot), snapshot.children, self.store.transitions(task_id))
+        snapshot = self._snapshot(task_id, history=True)
+        return TaskDetail(self._result(snapshot), snapshot.children, snapshot.transitions)
 
-    def _snapshot(self, task_id: str) -> TaskSnapshot:
-        snapshot = self.store.snapshot(task_id)
+    def _snapshot(self, task_id: str, history: bool = False) -> TaskSnapshot:
+        snapshot = self.store.snapshot(task_id, history=history)
         if snapshot is None:
             raise TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
         return snapshot

@@ -4,101 +4,63 @@ The thread that ran a step commits its outcome, and the same transaction claims 
 successors the step made ready, so a chain runs start to end on one thread. Outcomes
 that arrive while a commit is in progress wait for it and go out in the next
 transaction, so parallel completions share one commit; on SQLite (one writer) new tasks
-of ``execute_sync`` join it too.
+of ``execute_sync`` join it too. New tasks for the workers (``execute_async``) from
+concurrent callers share commits the same way (``TaskCommit``), on both databases.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import attrs
 from loguru import logger
 
 from teamflow.errors import StoreError
-from teamflow.store import Store
-from teamflow.store.records import Applied, Claimed, NewTask, Outcome, StepPlan
+from teamflow.store import DuplicateKey, Store
+from teamflow.store.records import IDEMPOTENCY_KEY, Applied, Claimed, NewTask, Outcome, StepPlan
 
 # Called with what a commit changed and the claims its committing threads kept for themselves.
 Settle = Callable[[Applied, set[int] | None], None]
 
 
 @attrs.define(slots=True, eq=False)
-class _Slot:
-    """Work waiting to be committed (outcomes, or a new task), and what its thread gets back.
+class Slot:
+    """One thread's work waiting for a commit, and what the thread gets back.
 
     ``lock`` is held while no signal is pending for the slot's thread: a bare lock is the
     cheapest way to park a thread.
     """
 
-    outcomes: list[Outcome]
-    keep: str | None
-    create: tuple[NewTask, Sequence[StepPlan]] | None = None
-    claim: Claimed | None = None
-    created: list[Claimed] = attrs.field(factory=list)
-    error: StoreError | None = None
-    done: bool = False
-    lock: threading.Lock | None = None  # only a slot that has to wait gets one
+    done: bool = attrs.field(default=False, kw_only=True)
+    lock: threading.Lock | None = attrs.field(default=None, kw_only=True)  # only a slot that has to wait
 
 
-class GroupCommit:
-    """Leader/followers commits of step outcomes and new tasks, for one worker.
+SlotT = TypeVar("SlotT", bound=Slot)
 
-    ``settle`` dispatches a commit's changes (queues claims, wakes waiters). With
-    ``ordered`` (event subscribers exist) a batch is settled before the next batch
-    commits, so events keep their order; else the next batch commits while the last one
-    is settled.
+
+class Batcher(Generic[SlotT]):
+    """Leader/followers: the thread that finds no commit in progress leads, and commits every
+    slot waiting at that moment in one transaction.
+
+    The others sleep on their slot's lock, which is released (under ``_lock``) when a leader
+    has committed their slot, or to nudge the oldest waiter when a leader is done and work
+    is left: a thread that arrives then leads at once, without waiting for a sleeping
+    thread to wake, and a nudged waiter that finds a leader busy goes back to sleep.
+
+    ``commit(slots)`` commits and may return more work, run after the lead is handed on,
+    so the next batch's statements run meanwhile.
     """
 
-    def __init__(self, store: Store, *, worker_id: str, lease_s: float, settle: Settle, ordered: bool) -> None:
-        self._store = store
-        self._worker_id = worker_id
-        self._lease_s = lease_s
-        self._settle = settle
-        self._ordered = ordered
-        self._lock = threading.Lock()  # guards the three below
-        self._outbox: list[_Slot] = []
+    def __init__(self, commit: Callable[[list[SlotT]], Callable[[], None] | None]) -> None:
+        self._commit = commit
+        self._lock = threading.Lock()  # guards the two below
+        self._outbox: list[SlotT] = []
         self._leading = False
-        self._stranded: list[Outcome] = []  # outcomes a failed commit left behind
 
-    def commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
-        """Record outcomes; return a step of task ``keep`` this commit claimed, to run next."""
-        return self._commit_slot(_Slot(outcomes, keep)).claim
-
-    def create(self, task: NewTask, steps: Sequence[StepPlan]) -> list[Claimed]:
-        """Store a new task and lease its roots to this worker, in the next group commit."""
-        slot = self._commit_slot(_Slot([], None, (task, steps)))
-        if slot.error is not None:
-            raise slot.error
-        return slot.created
-
-    def held(self) -> list[int]:
-        """Steps whose outcomes wait to be committed: their leases must be kept."""
-        with self._lock:
-            return [o.claim.step_id for s in self._outbox for o in s.outcomes] + [
-                o.claim.step_id for o in self._stranded
-            ]
-
-    def retry_stranded(self) -> None:
-        """Commit again the outcomes a failed commit left behind (is the database back?)."""
-        with self._lock:
-            stranded, self._stranded = self._stranded, []
-        if stranded:
-            self.commit(stranded)
-
-    def pending_creations(self) -> int:
-        """New tasks waiting for the next commit."""
-        with self._lock:
-            return sum(1 for s in self._outbox if s.create is not None)
-
-    def _commit_slot(self, slot: _Slot) -> _Slot:
-        """The thread that finds no commit in progress leads: it commits every slot waiting at
-        that moment in one transaction. The others sleep on their slot's lock, which is
-        released (under ``_lock``) when a leader has committed their slot, or to nudge the
-        oldest waiter when a leader is done and work is left: a thread that arrives then
-        leads at once, without waiting for a sleeping thread to wake, and a nudged waiter
-        that finds a leader busy goes back to sleep.
-        """
+    def run(self, slot: SlotT) -> SlotT:
+        """Commit ``slot`` (with whatever else waits) and return it once committed."""
         with self._lock:
             lead = not self._leading and not self._outbox
             if lead:  # nobody is committing or waiting: commit at once, nothing to wait on
@@ -124,20 +86,15 @@ class GroupCommit:
                 continue
             self._lead(batch)
 
-    def _lead(self, slots: list[_Slot]) -> None:
-        """Commit ``slots`` as the leader, then settle what the commit changed.
+    def waiting(self) -> list[SlotT]:
+        """The slots queued for the next commit."""
+        with self._lock:
+            return list(self._outbox)
 
-        Unordered, the lead is handed on as soon as the transaction is over, so the next
-        batch's statements run while this thread settles the last one (a claim is handed
-        out only by settling, so no later batch can hold an outcome of it).
-        """
-        done: tuple[Applied, set[int]] | None = None
+    def _lead(self, slots: list[SlotT]) -> None:
+        after: Callable[[], None] | None = None
         try:
-            done = self._commit_batch(slots)
-            if done is not None and self._ordered:
-                applied, keep = done
-                done = None
-                self._settle(applied, keep)
+            after = self._commit(slots)
         finally:
             with self._lock:
                 self._leading = False
@@ -145,8 +102,8 @@ class GroupCommit:
                 if first is not None and first.locked():
                     first.release()  # work is left: nudge the oldest waiter
         try:
-            if done is not None:
-                self._settle(*done)
+            if after is not None:
+                after()
         finally:  # whatever happened, no follower sleeps forever
             with self._lock:
                 for s in slots:
@@ -154,7 +111,68 @@ class GroupCommit:
                     if s.lock is not None and s.lock.locked():  # a follower still asleep (the leader's too)
                         s.lock.release()
 
-    def _commit_batch(self, slots: list[_Slot]) -> tuple[Applied, set[int]] | None:
+
+@attrs.define(slots=True, eq=False)
+class _Outcomes(Slot):
+    """Outcomes (or a new task whose roots this worker leases) to commit."""
+
+    outcomes: list[Outcome]
+    keep: str | None
+    create: tuple[NewTask, Sequence[StepPlan]] | None = None
+    claim: Claimed | None = None
+    created: list[Claimed] = attrs.field(factory=list)
+    error: StoreError | None = None
+
+
+class GroupCommit:
+    """Step outcomes (and new tasks with their roots leased here) of one worker, committed together.
+
+    ``settle`` dispatches a commit's changes (queues claims, wakes waiters). With
+    ``ordered`` (event subscribers exist) a batch is settled before the next batch
+    commits, so events keep their order; else the next batch commits while the last one
+    is settled (a claim is handed out only by settling, so no later batch can hold an
+    outcome of it).
+    """
+
+    def __init__(self, store: Store, *, worker_id: str, lease_s: float, settle: Settle, ordered: bool) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+        self._settle = settle
+        self._ordered = ordered
+        self._batcher: Batcher[_Outcomes] = Batcher(self._commit_batch)
+        self._stranded_lock = threading.Lock()
+        self._stranded: list[Outcome] = []  # outcomes a failed commit left behind
+
+    def commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
+        """Record outcomes; return a step of task ``keep`` this commit claimed, to run next."""
+        return self._batcher.run(_Outcomes(outcomes, keep)).claim
+
+    def create(self, task: NewTask, steps: Sequence[StepPlan]) -> list[Claimed]:
+        """Store a new task and lease its roots to this worker, in the next group commit."""
+        slot = self._batcher.run(_Outcomes([], None, (task, steps)))
+        if slot.error is not None:
+            raise slot.error
+        return slot.created
+
+    def held(self) -> list[int]:
+        """Steps whose outcomes wait to be committed: their leases must be kept."""
+        with self._stranded_lock:
+            stranded = [o.claim.step_id for o in self._stranded]
+        return [o.claim.step_id for s in self._batcher.waiting() for o in s.outcomes] + stranded
+
+    def retry_stranded(self) -> None:
+        """Commit again the outcomes a failed commit left behind (is the database back?)."""
+        with self._stranded_lock:
+            stranded, self._stranded = self._stranded, []
+        if stranded:
+            self.commit(stranded)
+
+    def pending_creations(self) -> int:
+        """New tasks waiting for the next commit."""
+        return sum(1 for s in self._batcher.waiting() if s.create is not None)
+
+    def _commit_batch(self, slots: list[_Outcomes]) -> Callable[[], None] | None:
         """Apply the slots' outcomes and new tasks in one transaction; give each slot its share."""
         batch = [out for s in slots for out in s.outcomes]
         creates = [s.create for s in slots if s.create is not None]
@@ -166,17 +184,15 @@ class GroupCommit:
             # Keep the outcomes: housekeeping commits them again once the database answers
             # (each update is fenced by lease owner and attempt, so a late commit is safe).
             # A new task is not kept: its caller gets the error.
-            if not isinstance(exc, StoreError):
-                logger.exception("runner {}: unexpected error committing a batch", self._worker_id)
-                exc = StoreError(f"internal error while committing: {exc!r}")
+            error = _commit_error(exc, f"runner {self._worker_id}")
             if batch:
                 logger.error("runner {}: could not record {} outcome(s): {}; will retry", self._worker_id,
-                             len(batch), exc)
-                with self._lock:
+                             len(batch), error)
+                with self._stranded_lock:
                     self._stranded.extend(batch)
             for s in slots:
                 if s.create is not None:
-                    s.error = exc
+                    s.error = error
             return None
         keep: set[int] = set()
         for s in slots:
@@ -186,4 +202,57 @@ class GroupCommit:
                 s.claim = next((c for c in applied.claimed if c.task_id == s.keep and id(c) not in keep), None)
                 if s.claim is not None:
                     keep.add(id(s.claim))
-        return applied, keep
+        if self._ordered:
+            self._settle(applied, keep)
+            return None
+        return lambda: self._settle(applied, keep)
+
+
+@attrs.define(slots=True, eq=False)
+class _NewTask(Slot):
+    task: NewTask
+    steps: Sequence[StepPlan]
+    stored: bool = False  # False after the commit: an idempotency key already named a task
+    error: StoreError | None = None
+
+
+class TaskCommit:
+    """New tasks for the workers (none leased), from any number of callers, stored together.
+
+    Concurrent ``execute_async`` callers (threads, HTTP requests) share one commit.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._batcher: Batcher[_NewTask] = Batcher(self._commit_batch)
+
+    def create(self, task: NewTask, steps: Sequence[StepPlan]) -> list[Claimed]:
+        """Store ``task`` in the next commit (``TaskSink``: nothing is leased, so no claims).
+
+        Raises DuplicateKey when its idempotency key already named another task.
+        """
+        slot = self._batcher.run(_NewTask(task, steps))
+        if slot.error is not None:
+            raise slot.error
+        if not slot.stored:
+            raise DuplicateKey(IDEMPOTENCY_KEY, f"idempotency key {task.idempotency_key!r} is taken")
+        return []
+
+    def _commit_batch(self, slots: list[_NewTask]) -> None:
+        try:
+            stored = self._store.create_tasks([(s.task, s.steps) for s in slots])
+        except Exception as exc:
+            error = _commit_error(exc, "host")
+            for s in slots:
+                s.error = error
+            return
+        for s in slots:
+            s.stored = s.task.id in stored
+
+
+def _commit_error(exc: Exception, who: str) -> StoreError:
+    """The error a caller of a failed commit gets (an unexpected one is logged with its trace)."""
+    if isinstance(exc, StoreError):
+        return exc
+    logger.exception("{}: unexpected error committing a batch", who)
+    return StoreError(f"internal error while committing: {exc!r}")

@@ -182,6 +182,19 @@ class StoreBase(ABC):
             raise self._duplicate(exc) from exc
         return cur
 
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row (in the current transaction, if any)."""
+        txcur = self._local.__dict__.get("txcur")
+        cur = txcur or self._cursor()
+        try:
+            cur.executemany(self._statements.get(text) or self.sql(text), rows)
+        except self._lost as exc:
+            if txcur is None:
+                self.reset()
+            raise self._db_error(exc) from exc
+        except self._integrity as exc:
+            raise self._duplicate(exc) from exc
+
     def _db_error(self, exc: BaseException) -> StoreError:
         """The error a lost connection or a failed statement becomes, naming the database."""
         return StoreError(f"database error on {self.safe_url}: {str(exc).strip()}")

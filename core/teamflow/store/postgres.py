@@ -21,17 +21,34 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import attrs
 import peewee as pw
 from loguru import logger
 from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.store.base import DuplicateKey
-from teamflow.store.records import Applied, Claimed, Claims, FinishedTask, NewTask, Outcome, StepPlan, TaskRow
+from teamflow.store.records import (
+    Applied,
+    ChildRecord,
+    Claimed,
+    Claims,
+    FinishedTask,
+    NewTask,
+    Outcome,
+    StepPlan,
+    StepRecord,
+    TaskRecord,
+    TaskRow,
+    TaskSnapshot,
+    TransitionRecord,
+)
 from teamflow.store.scheduling import READY
 from teamflow.store.store import Store, Wake
+from teamflow.store.tasks import CHILD_COLUMNS, STEP_COLUMNS, TASK_COLUMNS
 
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock, for leases
 CHANNEL = "teamflow"
+CREATE_CHUNK = 2000  # new tasks per statement
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 
 COMPLETE = """
@@ -127,6 +144,49 @@ FROM c JOIN tf_task t ON t.id = c.task_id
 UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM started
 """
 
+# New tasks for the workers, their steps, their history and one NOTIFY: one statement.
+# A task whose idempotency key already names another one is left out, with its steps.
+CREATE = """
+WITH t AS (
+    INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, parent_id,
+        parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, created_at, updated_at)
+    SELECT x.id, x.namespace, x.name, x.version, x.fingerprint, x.context, 'pending', x.steps_left, x.parent_id,
+        x.parent_step, x.parent_attempt, x.call_ordinal, x.idempotency_key, x.request_hash, {now}, {now}
+    FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[],
+                ?::int[], ?::int[], ?::text[], ?::text[])
+        AS x(id, namespace, name, version, fingerprint, context, steps_left, parent_id, parent_step, parent_attempt,
+             call_ordinal, idempotency_key, request_hash)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+),
+s AS (
+    INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, retryable,
+        next_attempt_at, ready_at)
+    SELECT y.task_id, y.name, y.namespace, y.route, 'pending', y.deps, 0, y.max_attempts, y.retryable, {now},
+        CASE WHEN y.deps = 0 THEN {now} END
+    FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::int[], ?::boolean[])
+        AS y(task_id, name, namespace, route, deps, max_attempts, retryable)
+    WHERE y.task_id IN (SELECT id FROM t)
+),
+a AS (SELECT * FROM unnest(?::text[], ?::text[]) AS a(id, actor)),
+h AS (
+    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+    SELECT t.id, NULL, NULL, 'pending', NULL, a.actor, NULL, {now} FROM t JOIN a ON a.id = t.id
+),
+n AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM t LIMIT 1) q)
+SELECT id FROM t
+"""
+
+# A task, its steps, its children (and its history) in one statement: one snapshot.
+SNAPSHOT = f"""
+SELECT (SELECT row_to_json(t) FROM (SELECT {TASK_COLUMNS} FROM tf_task WHERE id = ?) t),
+       (SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM (SELECT {STEP_COLUMNS} FROM tf_step WHERE task_id = ?) s),
+       (SELECT coalesce(json_agg(c ORDER BY c.created_at), '[]')
+        FROM (SELECT {CHILD_COLUMNS}, created_at FROM tf_task WHERE parent_id = ?) c),
+       CASE WHEN ? THEN (SELECT coalesce(json_agg(h ORDER BY h.id), '[]') FROM (SELECT id, step, from_status,
+           to_status, attempt, actor, detail, at FROM tf_transition WHERE task_id = ?) h) END
+"""
+
 # The counter of steps left completes the task with the step that brings it to zero.
 STEP_DONE = (
     "UPDATE tf_task SET steps_left = steps_left - 1, updated_at = {now}, "
@@ -168,6 +228,7 @@ def _now(text: str) -> str:
 
 
 COMPLETE_STMT = Prepared("tf_complete", _now(COMPLETE))
+CREATE_STMT = Prepared("tf_create", _now(CREATE))
 CLAIM_STMTS = {
     (routes, tasks): Prepared(
         f"tf_claim_{int(routes)}{int(tasks)}",
@@ -250,6 +311,50 @@ class PostgresStore(Store):
             if not in_tx:
                 self.reset()
             raise self._db_error(exc) from exc
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def create_tasks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
+        stored: set[str] = set()
+        # One statement is one transaction; a batch of several statements gets one of its own.
+        with self.tx() if len(items) > CREATE_CHUNK else contextlib.nullcontext():
+            self._create_chunks(items, stored)
+        return stored
+
+    def _create_chunks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]], stored: set[str]) -> None:
+        for start in range(0, len(items), CREATE_CHUNK):
+            chunk = items[start : start + CREATE_CHUNK]
+            tasks = [task for task, _ in chunk]
+            steps = [(task, step) for task, plan in chunk for step in plan]
+            rows = self._prepared(
+                CREATE_STMT,
+                [
+                    [t.id for t in tasks], [t.namespace for t in tasks], [t.name for t in tasks],
+                    [t.version for t in tasks], [t.fingerprint for t in tasks], [t.context for t in tasks],
+                    [len(plan) for _, plan in chunk], [t.parent_id for t in tasks], [t.parent_step for t in tasks],
+                    [t.parent_attempt for t in tasks], [t.call_ordinal for t in tasks],
+                    [t.idempotency_key for t in tasks], [t.request_hash for t in tasks],
+                    [t.id for t, _ in steps], [s.name for _, s in steps], [t.namespace for t, _ in steps],
+                    [t.route for t, _ in steps], [s.deps for _, s in steps], [s.max_attempts for _, s in steps],
+                    [s.retryable for _, s in steps],
+                    [t.id for t in tasks], [t.actor for t in tasks],
+                ],
+            )
+            stored.update(r[0] for r in rows)
+
+    def snapshot(self, task_id: str, *, history: bool = False) -> TaskSnapshot | None:
+        task, steps, children, transitions = self.execute(
+            SNAPSHOT, (task_id, task_id, task_id, history, task_id)
+        ).fetchone()
+        if task is None:
+            return None
+        children_fields = [f.name for f in attrs.fields(ChildRecord)]
+        return TaskSnapshot(
+            TaskRecord(**task),
+            [StepRecord(**s) for s in steps],
+            [ChildRecord(**{k: c[k] for k in children_fields}) for c in children],
+            [TransitionRecord(**{k: v for k, v in h.items() if k != "id"}) for h in transitions or ()],
+        )
 
     # -- scheduling ---------------------------------------------------------------------
 

@@ -216,15 +216,6 @@ class ChildRecord:
 
 
 @attrs.frozen(slots=True)
-class TaskSnapshot:
-    """A task, its steps in order and its child tasks, read together."""
-
-    task: TaskRecord
-    steps: list[StepRecord]
-    children: list[ChildRecord]
-
-
-@attrs.frozen(slots=True)
 class TransitionRecord:
     step: str | None
     from_status: str | None
@@ -233,6 +224,16 @@ class TransitionRecord:
     actor: str | None
     detail: str | None
     at: float
+
+
+@attrs.frozen(slots=True)
+class TaskSnapshot:
+    """A task, its steps in order, its child tasks and (when asked for) its history, read together."""
+
+    task: TaskRecord
+    steps: list[StepRecord]
+    children: list[ChildRecord]
+    transitions: list[TransitionRecord] = attrs.field(factory=list)
 
 
 @attrs.frozen(slots=True)

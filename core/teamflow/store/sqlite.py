@@ -14,27 +14,42 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee as pw
+from loguru import logger
 
 from teamflow.errors import StoreError
 from teamflow.store.base import DuplicateKey
 from teamflow.store.checkpoint import Checkpointer
-from teamflow.store.records import Applied, ChildRecord, Claimed, Claims, StepRecord, TaskRecord, TaskSnapshot
+from teamflow.store.records import (
+    Applied,
+    ChildRecord,
+    Claimed,
+    Claims,
+    StepRecord,
+    TaskRecord,
+    TaskSnapshot,
+    TransitionRecord,
+)
 from teamflow.store.scheduling import READY
-from teamflow.store.store import Store
+from teamflow.store.store import Store, Wake
 from teamflow.store.tasks import CHILD_COLUMNS, STEP_COLUMNS, TASK_COLUMNS
 
-# The task, its steps and its children in one statement, hence one snapshot. Every arm
-# has the same columns: a kind, 14 values and a sort key (column 16).
+# The task, its steps, its children (and its history) in one statement, hence one snapshot.
+# Every arm has the same columns: a kind, 14 values and a sort key (column 16).
 SNAPSHOT = (
     f"SELECT 0, {TASK_COLUMNS}, 0 FROM tf_task WHERE id = ?1 "
     f"UNION ALL SELECT 1, {STEP_COLUMNS}, id FROM tf_step WHERE task_id = ?1 "
-    f"UNION ALL SELECT 2, {CHILD_COLUMNS}, {', '.join(['NULL'] * 7)}, created_at FROM tf_task WHERE parent_id = ?1 "
-    "ORDER BY 1, 16"
+    f"UNION ALL SELECT 2, {CHILD_COLUMNS}, {', '.join(['NULL'] * 7)}, created_at FROM tf_task WHERE parent_id = ?1"
 )
+HISTORY_ARM = (
+    " UNION ALL SELECT 3, step, from_status, to_status, attempt, actor, detail, at, "
+    f"{', '.join(['NULL'] * 7)}, id FROM tf_transition WHERE task_id = ?1"
+)
+SNAPSHOT_ONLY = SNAPSHOT + " ORDER BY 1, 16"
+SNAPSHOT_WITH_HISTORY = SNAPSHOT + HISTORY_ARM + " ORDER BY 1, 16"
 # Only a task whose every step is done completes; asked only when the step that finished
 # had no successor left to run, so most step commits leave the task row alone.
 COMPLETE_TASK = (
@@ -87,6 +102,8 @@ def sqlite_path(url: str) -> str:
     raise StoreError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
 
 
+WATCH_BUSY_S = 0.001  # data_version read this soon after a change
+WATCH_IDLE_S = 0.02  # and at least this often while nothing changes
 _UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
 
 
@@ -165,6 +182,43 @@ class SqliteStore(Store):
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
+    def watch(self, wake: Wake) -> Callable[[], None] | None:
+        """Wake the workers within milliseconds of another connection's commit.
+
+        ``PRAGMA data_version`` changes when any other connection (of this process or
+        another) commits; reading it costs a look at the WAL index in shared memory, no
+        disk I/O. The watcher reads it every millisecond after a change, backing off to
+        every ``WATCH_IDLE_S`` while nothing changes, so an idle worker costs next to no CPU.
+        """
+        if self.path == ":memory:":
+            return None
+        stopped = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(wake, stopped), name="teamflow-watch", daemon=True)
+        thread.start()
+        return stopped.set
+
+    def _watch(self, wake: Wake, stopped: threading.Event) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            logger.warning("watching {} for new work is off ({}); workers poll instead", self.path, exc)
+            return
+        pause = WATCH_BUSY_S
+        try:
+            while not stopped.wait(pause):
+                try:
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:  # busy or gone for a moment: the poll still runs
+                    now = version
+                if now != version:
+                    version, pause = now, WATCH_BUSY_S
+                    wake()
+                else:
+                    pause = min(pause * 2, WATCH_IDLE_S)
+        finally:
+            conn.close()
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
@@ -215,12 +269,13 @@ class SqliteStore(Store):
 
     # -- reading ------------------------------------------------------------------------
 
-    def snapshot(self, task_id: str) -> TaskSnapshot | None:
-        rows = self.execute(SNAPSHOT, (task_id,)).fetchall()
+    def snapshot(self, task_id: str, *, history: bool = False) -> TaskSnapshot | None:
+        rows = self.execute(SNAPSHOT_WITH_HISTORY if history else SNAPSHOT_ONLY, (task_id,)).fetchall()
         if not rows or rows[0][0] != 0:
             return None
         return TaskSnapshot(
             TaskRecord(*rows[0][1:15]),
             [StepRecord(*r[1:15]) for r in rows if r[0] == 1],
             [ChildRecord(*r[1:8]) for r in rows if r[0] == 2],
+            [TransitionRecord(*r[1:8]) for r in rows if r[0] == 3],
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,6 @@ from teamflow.store.records import (
     ExistingTask,
     NewTask,
     StepPlan,
-    StepRecord,
     TaskFilter,
     TaskListing,
     TaskRecord,
@@ -53,6 +53,19 @@ INSERT_TASK = (
     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})"
 )
 
+# A new task for the workers; an idempotency key that already names a task leaves it out.
+INSERT_PENDING_TASK = (
+    "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+    "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
+    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, {now}, {now}) "
+    "ON CONFLICT DO NOTHING"
+)
+INSERT_PENDING_STEP = (
+    "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, "
+    "retryable, next_attempt_at, ready_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, ?, {now}, "
+    "CASE WHEN ? = 0 THEN {now} END)"
+)
+
 # One row per new step, by kind: leased (a root the creating worker runs at once), ready
 # (a root left to the workers) or pending (it waits for its dependencies).
 _STEP_VALUES = {
@@ -71,6 +84,18 @@ def insert_steps(kinds: tuple[str, ...]) -> str:
         + ", ".join(_STEP_VALUES[k] for k in kinds)
         + " RETURNING id, name, status"
     )
+
+
+def _task_row(task: NewTask, steps: int) -> tuple[Any, ...]:
+    return (
+        task.id, task.namespace, task.name, task.version, task.fingerprint, task.context, steps, task.parent_id,
+        task.parent_step, task.parent_attempt, task.call_ordinal, task.idempotency_key, task.request_hash,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def task_ids_in(n: int) -> str:
+    return f"SELECT id FROM tf_task WHERE id IN ({','.join('?' * n)})"
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,6 +131,35 @@ class Tasks(StoreBase):
         """
         with self.tx():
             return self.insert_task(task, steps, claim_for=claim_for, lease_s=lease_s)
+
+    def create_tasks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
+        """Store tasks for the workers in one transaction; returns the ids stored.
+
+        A task whose idempotency key already names another task is left out (it is not
+        among the ids returned: its caller re-reads the one that holds the key).
+        """
+        with self.tx():
+            self.executemany(INSERT_PENDING_TASK, [_task_row(task, len(steps)) for task, steps in items])
+            keyed = [task.id for task, _ in items if task.idempotency_key is not None]
+            stored = {task.id for task, _ in items if task.idempotency_key is None}
+            for start in range(0, len(keyed), 500):
+                chunk = keyed[start : start + 500]
+                stored.update(r[0] for r in self.execute(task_ids_in(len(chunk)), chunk).fetchall())
+            self.executemany(
+                INSERT_PENDING_STEP,
+                [
+                    (task.id, step.name, task.namespace, task.route, step.deps, step.max_attempts, step.retryable,
+                     step.deps)
+                    for task, steps in items
+                    if task.id in stored
+                    for step in steps
+                ],
+            )
+            self._transition([(task.id, None, None, "pending", None, task.actor, None)
+                              for task, _ in items if task.id in stored])
+            if stored:
+                self.notify()
+        return stored
 
     def insert_task(
         self, task: NewTask, steps: Sequence[StepPlan], *, claim_for: str | None, lease_s: float
@@ -193,17 +247,10 @@ class Tasks(StoreBase):
         row = self.execute(TASK, (task_id,)).fetchone()
         return None if row is None else TaskRecord(*row)
 
-    def snapshot(self, task_id: str) -> TaskSnapshot | None:
-        """A task with its steps and children (None when there is no such task).
-
-        Three statements here; a database that can read them as one snapshot does.
-        """
-        task = self.task(task_id)
-        if task is None:
-            return None
-        steps = [StepRecord(*r) for r in self.execute(STEPS, (task_id,)).fetchall()]
-        children = [ChildRecord(*r) for r in self.execute(CHILDREN, (task_id,)).fetchall()]
-        return TaskSnapshot(task, steps, children)
+    @abstractmethod
+    def snapshot(self, task_id: str, *, history: bool = False) -> TaskSnapshot | None:
+        """A task with its steps, its children and, with ``history``, its transitions (None
+        when there is no such task), read in one statement: one consistent snapshot."""
 
     def children(self, task_id: str) -> list[ChildRecord]:
         return [ChildRecord(*r) for r in self.execute(CHILDREN, (task_id,)).fetchall()]
