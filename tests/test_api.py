@@ -780,3 +780,21 @@ def test_dag_layers_by_longest_path_and_escapes() -> None:
         "p",
         "q",
     }  # a cycle terminates
+
+
+def test_the_batch_route_answers_every_task_and_refuses_past_its_limit(client) -> None:
+    item = {"namespace": "payments", "name": "process_refund", "version": "2.1.0", "context": {"payment_id": "pay_batch1"}}
+    response = client.post("/workflows/execute/batch", content=json.dumps({"requests": [item] * 3}), headers=JSON)
+    assert response.status_code == 202, response.text
+    tasks = response.json()["tasks"]
+    assert [t["status"] for t in tasks] == ["pending"] * 3 and len({t["id"] for t in tasks}) == 3
+    assert client.get(tasks[0]["links"]["self"]).json()["id"] == tasks[0]["id"]
+    too_many = client.post("/workflows/execute/batch", content=json.dumps({"requests": [item] * 10_001}),
+                           headers=JSON)
+    assert too_many.status_code == 413 and too_many.json()["error"] == "batch_too_large"
+    assert too_many.json()["limit"] == 10_000
+    empty = client.post("/workflows/execute/batch", content=json.dumps({"requests": []}), headers=JSON)
+    assert empty.status_code == 400 and empty.json()["error"] == "invalid_request"
+    bad = client.post("/workflows/execute/batch", content=json.dumps({"requests": [item, {**item, "version": "9.9.9"}]}),
+                      headers=JSON)
+    assert bad.status_code == 404 and bad.json()["index"] == 1

@@ -1,0 +1,171 @@
+"""Creating tasks at the commit (issue 13): each caller's task is durable when its call
+returns, concurrent callers share commits, a batch stores thousands of tasks in one
+transaction with its idempotency keys held per item, a worker process on the same SQLite
+file notices new work within milliseconds, and a task is read in one statement."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import install_test_plugins, req, wait_for
+from flows import AlphaPlugin, BetaPlugin
+
+from teamflow import Host, TaskRequest
+from teamflow.errors import ContextInvalid, IdempotencyConflict, VersionNotFound
+from teamflow.store.records import TaskFilter
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
+    """Record the size of every batch ``obj.name(items)`` is called with."""
+    real = getattr(obj, name)
+    sizes: list[int] = []
+
+    def counting(items, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counting)
+    return sizes
+
+
+def test_concurrent_callers_share_commits(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host()
+    sizes = _count_calls(monkeypatch, host.store, "create_tasks")
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def call() -> None:
+        barrier.wait()
+        for _ in range(25):
+            ids.append(host.execute_async(req("chain")))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(set(ids)) == 200 and sum(sizes) == 200
+    assert len(sizes) < 200 and max(sizes) > 1  # some commits carried several callers' tasks
+    stored = host.store.list_tasks(TaskFilter(status="pending"), 500)
+    assert {t.id for t in stored} == set(ids)
+
+
+def test_execute_many_stores_a_thousand_tasks_in_one_transaction(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host()
+    commits = _count_calls(monkeypatch, host.store, "create_tasks")
+    ids = host.execute_many([req("chain", n=i) for i in range(1000)])
+    assert len(set(ids)) == 1000 and commits == [1000]
+    assert host.get_task(ids[999]).context == {"n": 999}
+    host.start_worker(concurrency=4)
+    assert host.wait(ids[0], timeout=30).status == "completed"
+
+
+def test_execute_many_holds_idempotency_keys_per_item(make_host) -> None:
+    host = make_host()
+    def keyed(key: str, **context: object) -> TaskRequest:
+        return TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key=key, context=context)
+
+    first = host.execute_async(keyed("k-1"))
+    batch = [keyed("k-1"), keyed("k-2"), keyed("k-2"), req("chain")]  # stored before; twice in the batch; no key
+    ids = host.execute_many(batch)
+    assert ids[0] == first and ids[1] == ids[2] and len(set(ids)) == 3
+    assert host.execute_many(batch)[:3] == ids[:3]  # the same batch again: the same tasks
+    changed = keyed("k-2", x=1)
+    before = len(host.store.list_tasks(TaskFilter(), 500))
+    with pytest.raises(IdempotencyConflict):
+        host.execute_many([req("chain"), changed])
+    assert len(host.store.list_tasks(TaskFilter(), 500)) == before  # refused before anything was stored
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(req("chain", version="9.9.9"), VersionNotFound), (req("schema", amount="x"), ContextInvalid)],
+    ids=["unknown version", "context refused"],
+)
+def test_one_bad_item_refuses_the_whole_batch_and_names_it(make_host, bad, error) -> None:
+    host = make_host()
+    with pytest.raises(error) as caught:
+        host.execute_many([req("chain"), req("chain"), bad])
+    assert caught.value.facts["index"] == 2 and caught.value.detail.startswith("item 2: ")
+    assert host.store.list_tasks(TaskFilter(), 10) == []
+
+
+def test_a_task_is_read_in_one_statement(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host()
+    task = host.execute_sync(req("parent"))
+    statements: list[str] = []
+    real = host.store.execute
+
+    def counting(text: str, params=()):  # type: ignore[no-untyped-def]
+        statements.append(text)
+        return real(text, params)
+
+    monkeypatch.setattr(host.store, "execute", counting)
+    view = host.task_view(task.id)
+    assert len(statements) == 1
+    assert view.children and view.transitions and view.steps
+    assert view.transitions[0].to_status == "pending" and view.transitions[-1].to_status == "completed"
+
+
+def test_execute_async_returns_only_after_its_commit(tmp_path: Path) -> None:
+    """A process killed with SIGKILL right after execute_async returned has lost nothing."""
+    url = f"sqlite:///{tmp_path}/teamflow.db"
+    env = install_test_plugins(tmp_path / "site")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from conftest import host_config
+        from flows import AlphaPlugin, BetaPlugin
+        from teamflow import Host, TaskRequest
+        host = Host(config=host_config({url!r}), plugins=(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())),
+                    discover=False, migrate=True)
+        while True:
+            print(host.execute_async(TaskRequest(name="chain", namespace="alpha", version="1.0.0")), flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    returned = [proc.stdout.readline().strip() for _ in range(300)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    host = Host(config=None, database_url=url, plugins=(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())),
+                discover=False, migrate=True)
+    try:
+        stored = {t.id for t in host.store.list_tasks(TaskFilter(), 1000)}
+        assert set(returned) <= stored
+    finally:
+        host.close()
+
+
+def test_a_worker_on_the_same_sqlite_file_notices_new_work_within_milliseconds(tmp_path: Path) -> None:
+    """The worker polls every 30 s here: only the data_version watch can wake it in time."""
+    url = f"sqlite:///{tmp_path}/teamflow.db"
+    env = {**install_test_plugins(tmp_path / "site"), "TEAMFLOW_DATABASE_URL": url, "TEAMFLOW_POLL_INTERVAL_S": "30"}
+    host = Host(database_url=url, plugins=(("team-alpha", AlphaPlugin()), ("team-beta", BetaPlugin())),
+                discover=False, migrate=True)
+    worker = subprocess.Popen([sys.executable, "-m", "teamflow.cli", "worker", "--concurrency", "2"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        warm = host.execute_async(req("chain"))  # picked up by the worker's first claim
+        wait_for(lambda: host.get_task(warm).status == "completed", 30, "the worker's first task")
+        time.sleep(0.5)  # idle long enough to back off fully
+        delays = []
+        for _ in range(5):
+            task_id = host.execute_async(req("versioned", version="1.1.0"))
+            started = time.monotonic()
+            wait_for(lambda t=task_id: host.get_task(t).status == "completed", 10, "a new task", every=0.002)
+            delays.append(time.monotonic() - started)
+            time.sleep(0.2)
+        assert sorted(delays)[2] < 0.2, delays  # the median; a poll would take up to 30 s
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+        host.close()
