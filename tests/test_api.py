@@ -728,9 +728,11 @@ def test_an_unexpected_error_is_a_500_without_trace(
     assert body["error"] == "internal_error" and body["incident"] in body["detail"]
     assert "secret internals" not in response.text and "Traceback" not in response.text
     assert response.headers["content-type"].startswith("application/json")
-    # The operators get the whole story, under the incident id the client saw.
-    assert len(logged) == 1 and body["incident"] in logged[0]
-    assert "Traceback" in logged[0] and "RuntimeError: secret internals" in logged[0]
+    # The operators get one line under the incident id the client saw: the error, where it
+    # was raised, never a traceback with the values it held (issue 14).
+    assert len(logged) == 1 and body["incident"] in logged[0] and logged[0].count("\n") == 1
+    assert "unhandled RuntimeError on GET /tasks/abc at " in logged[0] and "secret internals" in logged[0]
+    assert "Traceback" not in logged[0]
 
 
 def test_ready_is_503_with_reasons_when_tasks_cannot_be_served(

@@ -80,6 +80,25 @@ class InvalidCursor(TeamflowError):
     code = "invalid_cursor"
 
 
+class TooLarge(TeamflowError):
+    """A context, a result or a batch past its documented maximum (``teamflow.limits``)."""
+
+    code = "too_large"
+    status = 413
+
+
+class TooLong(TeamflowError):
+    """An identifier (a version, a key) past its documented maximum length."""
+
+    code = "too_long"
+    status = 422
+
+
+class VersionTooLong(InvalidVersion):
+    code = "too_long"
+    status = 422
+
+
 class ContextInvalid(TeamflowError):
     code = "context_invalid"
     status = 422

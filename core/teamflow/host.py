@@ -19,7 +19,7 @@ from loguru import logger
 
 from teamflow import views
 from teamflow.config import HostConfig, load_config, normalize_distribution
-from teamflow.engine.engine import Engine
+from teamflow.engine.engine import Created, Engine, Prepared
 from teamflow.engine.events import Events
 from teamflow.engine.group_commit import TaskCommit
 from teamflow.engine.runner import Runner, new_worker_id
@@ -41,6 +41,14 @@ def _in_process_source(plugin: object, name: str | None) -> Source:
     return Source(
         normalize_distribution(dist), str(getattr(plugin, "__version__", "0+local")), f"in-process {dist}"
     )
+
+
+@attrs.frozen
+class Started:
+    """A task started by ``Host.start``: its id, and the event its end sets."""
+
+    id: str
+    done: threading.Event
 
 
 def _open(config: HostConfig) -> Store:
@@ -173,14 +181,18 @@ class Host:
     def accept(self, request: TaskRequest) -> views.Accepted:
         """``execute_async``, answered as the HTTP API does (a task found by its idempotency
         key is read for its real status; a new one is pending, without a read)."""
-        entry, _ = self.engine.prepare(request)
-        created = self.engine.create(request, entry, claim=False, via=self.tasks)
+        prepared = self.engine.prepare(request)
+        created = self.engine.create(request, prepared, claim=False, via=self.tasks)
         self._wake_workers()
+        return self._accepted(created, prepared)
+
+    def _accepted(self, created: Created, prepared: Prepared) -> views.Accepted:
+        """A new task is pending (no read needed); one its idempotency key found is read."""
         if created.existing:
             return views.accepted(self.get_task(created.id))
-        return views.Accepted(
-            created.id, entry.namespace, entry.name, entry.version.text, "pending", views.links(created.id)
-        )
+        entry = prepared.entry
+        return views.Accepted(created.id, entry.namespace, entry.name, entry.version.text, "pending",
+                              views.links(created.id))
 
     def execute_many(self, requests: Sequence[TaskRequest]) -> list[str]:
         """Validate every request, then store them all for the workers in one transaction;
@@ -190,22 +202,15 @@ class Host:
 
     def accept_many(self, requests: Sequence[TaskRequest]) -> views.Batch:
         """``execute_many``, answered as the HTTP API does."""
-        entries = []
+        prepared = []
         for i, request in enumerate(requests):
             try:
-                entries.append(self.engine.prepare(request)[0])
+                prepared.append(self.engine.prepare(request))
             except TeamflowError as exc:
                 raise exc.for_item(i) from None
-        created = self.engine.create_many(requests, entries)
+        created = self.engine.create_many(requests, prepared)
         self._wake_workers()
-        return views.Batch(
-            [
-                views.accepted(self.get_task(c.id))
-                if c.existing
-                else views.Accepted(c.id, e.namespace, e.name, e.version.text, "pending", views.links(c.id))
-                for c, e in zip(created, entries, strict=True)
-            ]
-        )
+        return views.Batch([self._accepted(c, p) for c, p in zip(created, prepared, strict=True)])
 
     def _wake_workers(self) -> None:
         """New tasks: an embedded worker of this process claims them now, not at its next poll."""
@@ -220,12 +225,13 @@ class Host:
         progress: Callable[[TaskResult], None] | None = None,
     ) -> TaskResult:
         """Run the task to the end in this process and return its final state."""
-        entry, _ = self.engine.prepare(request)
+        prepared = self.engine.prepare(request)
+        entry = prepared.entry
         runner = self.runner
         # On a single-writer database the new task joins the runner's next group commit
         # (which leases its roots, and takes no idempotency key: those go on their own).
         via = runner if self.store.single_writer and request.idempotency_key is None else None
-        created = self.engine.create(request, entry, claim=runner.serves(entry.namespace), via=via)
+        created = self.engine.create(request, prepared, claim=runner.serves(entry.namespace), via=via)
         done = runner.waiter(created.id)
         if created.claimed and timeout is None and progress is None:
             runner.drive(created.id, created.claimed)  # runs the task's chain on this thread
@@ -234,6 +240,22 @@ class Host:
         else:  # an existing task (idempotency) or one this process does not serve: pick up what it can
             runner.track(created.id)
         return self.wait(created.id, timeout=timeout, event=done, progress=progress)
+
+    def start(self, request: TaskRequest) -> Started:
+        """Start a task on this process's step threads and return at once, with the event its
+        end sets (``execute_sync`` without waiting: the HTTP API waits on its event loop)."""
+        prepared = self.engine.prepare(request)
+        runner = self.runner
+        via = runner if self.store.single_writer and request.idempotency_key is None else None
+        created = self.engine.create(request, prepared, claim=runner.serves(prepared.entry.namespace), via=via)
+        done = runner.waiter(created.id)
+        if created.claimed:
+            runner.adopt(created.id, created.claimed)
+        else:  # an existing task (it may have ended already) or one other workers serve
+            runner.track(created.id)
+            if created.existing and self.get_task(created.id).status in TERMINAL:
+                done.set()
+        return Started(created.id, done)
 
     def wait(
         self,

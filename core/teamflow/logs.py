@@ -33,11 +33,12 @@ def _where(record: Any) -> None:
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     """Send logs to stderr, as text for people or one JSON object per line (``json``)."""
     logger.remove()
+    # diagnose off: a traceback never shows the values its frames held (contexts, results).
     if log_format == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, level=level, serialize=True, diagnose=False)
     else:
         logger.configure(patcher=_where)
-        logger.add(sys.stderr, level=level, format=TEXT_FORMAT)
+        logger.add(sys.stderr, level=level, format=TEXT_FORMAT, diagnose=False)
 
 
 class bound:

@@ -8,7 +8,8 @@ import attrs
 
 from teamflow.errors import InvalidReference
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME = 100  # characters of a namespace, workflow or step name
+NAME_RE = re.compile(rf"^[a-z][a-z0-9_]{{0,{MAX_NAME - 1}}}$")
 
 
 def valid_name(value: object) -> bool:
@@ -35,8 +36,8 @@ def parse_ref(text: str) -> WorkflowRef:
     namespace, slash, name = path.partition("/")
     if not slash or not valid_name(namespace) or not valid_name(name):
         raise InvalidReference(
-            f"invalid workflow reference {text!r}: write 'namespace/name[@version]' with names matching "
-            "[a-z][a-z0-9_]*, e.g. payments/process_refund@2.1.0",
+            f"invalid workflow reference {text[:200]!r}: write 'namespace/name[@version]' with names matching "
+            f"[a-z][a-z0-9_]* (at most {MAX_NAME} characters), e.g. payments/process_refund@2.1.0",
             reference=text,
         )
     if "@" in text and not version.strip():

@@ -27,6 +27,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_ENCODE_VIEW = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_view(value: Any) -> bytes:
+    """A view as the JSON the HTTP API sends: compact, ASCII (any text, even a lone
+    surrogate from an older database, is written as a valid JSON escape)."""
+    return _ENCODE_VIEW(converter.unstructure(value)).encode("ascii")
+
+
 def structure(data: Any, cls: type[T]) -> T:
     return converter.structure(data, cls)
 

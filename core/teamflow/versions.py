@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 import attrs
 import semver
 
-from teamflow.errors import InvalidVersion
+from teamflow.errors import InvalidVersion, VersionTooLong
+
+MAX_VERSION = 256  # characters of a version or a constraint (npm's limit; teamflow.limits says so too)
 
 __all__ = ["Constraint", "Version", "parse_constraint", "parse_version"]
 
@@ -104,6 +106,7 @@ def parse_version(text: str) -> Version:
     :raises InvalidVersion: for anything else, including build metadata, a leading
         ``v`` and partial versions such as ``2.1``; the message says what to write.
     """
+    _bounded(text, "version")
     try:
         parsed = semver.Version.parse(text)
     except (TypeError, ValueError):
@@ -112,6 +115,17 @@ def parse_version(text: str) -> Version:
         raise InvalidVersion(_version_problem(text), version=text)
     prerelease = tuple(parsed.prerelease.split(".")) if parsed.prerelease else ()
     return Version(parsed.major, parsed.minor, parsed.patch, prerelease)
+
+
+def _bounded(text: object, what: str) -> None:
+    # Longer texts are refused before any number in them is converted: Python refuses to
+    # convert an integer of more than 4,300 digits, and no real version comes near this.
+    if isinstance(text, str) and len(text) > MAX_VERSION:
+        raise VersionTooLong(
+            f"the {what} is {len(text)} characters long; at most {MAX_VERSION} are allowed",
+            version=text[:40] + "…",
+            limit=MAX_VERSION,
+        )
 
 
 def _version_problem(text: object) -> str:
@@ -245,6 +259,7 @@ def parse_constraint(text: str) -> Constraint:
     :raises InvalidVersion: when the text is not a range; the message names the part
         at fault and what to write instead.
     """
+    _bounded(text, "version constraint")
     if not text.strip():
         raise InvalidVersion(
             f"empty version constraint {text!r}: write a version such as '1.2.0' or a range such as '^1.2'",

@@ -148,7 +148,7 @@ class Accepted:
     links: dict[str, str]
 
 
-def accepted(task: TaskResult) -> Accepted:
+def accepted(task: TaskResult | TaskView) -> Accepted:
     return Accepted(task.id, task.namespace, task.name, task.version, task.status, links(task.id))
 
 

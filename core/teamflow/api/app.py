@@ -2,22 +2,33 @@
 
 Handlers that touch the database are synchronous and run in worker threads
 (``sync_to_thread=True``) so the event loop keeps serving while SQLite or PostgreSQL
-answers. Every body they return is a view of ``teamflow.views``, the same the CLI prints
-with ``--json``; the OpenAPI document is generated from those views.
+answers; a request waiting for its task (``wait``) waits on the event loop, never in a
+thread, so any number of waiters cannot starve the other routes. Every body is a view of
+``teamflow.views`` (the same the CLI prints with ``--json``; the OpenAPI document is
+generated from them), encoded once, in the handler (``_json``).
+
+Requests are held to their documented shape: bodies are UTF-8 ``application/json`` of at
+most ``MAX_BODY_BYTES``; a query parameter a route does not take, or one given twice, is
+a 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
+import threading
+import traceback
 import uuid
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import anyio
 from litestar import Litestar, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.enums import MediaType
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -33,7 +44,9 @@ from teamflow.api.metrics import Metrics
 from teamflow.api.schemas import CattrsDTO, ErrorBody, ExecuteBatch, ExecuteRequest, InvalidBody, TaskSpec
 from teamflow.errors import TeamflowError
 from teamflow.host import Host
-from teamflow.models import TERMINAL, TaskRequest, TaskResult
+from teamflow.limits import MAX_BATCH, MAX_BODY_BYTES
+from teamflow.models import TERMINAL, TaskRequest
+from teamflow.serialization import encode_view
 from teamflow.views import (
     Accepted,
     Batch,
@@ -70,7 +83,11 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-MAX_BATCH = 10_000  # items of one POST /workflows/execute/batch
+MAX_WAIT_S = 60.0  # the longest a request waits for its task; past it the answer is 202
+
+
+def _json(view: Any, status: int = 200) -> Response[Any]:
+    return Response(encode_view(view), status_code=status, media_type=MediaType.JSON)
 
 
 class BatchTooLarge(TeamflowError):
@@ -83,6 +100,44 @@ class ServerStopping(TeamflowError):
 
     code = "shutting_down"
     status = 503
+
+
+# -- request shape -----------------------------------------------------------------------------
+
+
+def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A body must be sent as ``Content-Type: application/json`` (UTF-8)."""
+    if "content-type" not in connection.headers and connection.headers.get("content-length", "0") == "0":
+        return  # no body at all: the decoder says what to send
+    media, _sep, params = connection.headers.get("content-type", "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params.strip() else "utf-8"
+    if media.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        raise HTTPException(
+            status_code=415,
+            detail=f"send the body as Content-Type: application/json (UTF-8), not {media.strip() or 'none'!r}",
+        )
+
+
+_NOT_QUERY = frozenset({"host", "metrics", "data", "request"})  # dependencies and the body
+
+
+def _query_names(route_handler: BaseRouteHandler) -> frozenset[str]:
+    return frozenset(route_handler.parsed_fn_signature.parameters) - _NOT_QUERY
+
+
+async def strict_query(request: Request[Any, Any, Any]) -> None:
+    """A query parameter the route does not take, or one given twice, is refused (not ignored)."""
+    query = request.query_params
+    if not query:
+        return
+    allowed = _query_names(request.route_handler) - set(request.path_params)
+    unknown = sorted(k for k in query if k not in allowed)
+    repeated = sorted(k for k in query if k in allowed and len(query.getall(k)) > 1)
+    problems = [f"unknown query parameter {k!r}; this route takes: {', '.join(sorted(allowed)) or 'none'}"
+                for k in unknown]
+    problems += [f"query parameter {k!r} given {len(query.getall(k))} times; give it once" for k in repeated]
+    if problems:
+        raise ValidationException(detail="; ".join(problems), extra=problems)
 
 
 # -- auth ------------------------------------------------------------------------------------
@@ -109,8 +164,7 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
     dto=CattrsDTO[ExecuteRequest],
     return_dto=None,
     status_code=202,
-    sync_to_thread=True,
-    guards=[require_token],
+    guards=[require_token, json_body],
     tags=["tasks"],
     summary="Run a workflow version",
     responses={
@@ -125,28 +179,52 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
         **_errors(401, 403, 404, 409, 422),
     },
 )
-def execute(data: JSONBody[ExecuteRequest], host: NamedDependency[Host]) -> Response[Accepted | TaskView]:
+async def execute(
+    data: JSONBody[ExecuteRequest], host: NamedDependency[Host], request: Request[Any, Any, Any]
+) -> Response[Accepted | TaskView]:
     """Create a task. Without ``wait`` it is stored for the workers and the answer is 202 with
-    its id and links; with ``wait`` it runs now and the answer is the finished task."""
+    its id and links; with ``wait`` it runs now and the answer is the finished task, unless
+    ``wait`` (at most ``MAX_WAIT_S`` seconds) runs out first: then it is 202 and the task
+    goes on. A client that goes away stops the wait, not the task."""
     if not isinstance(data.wait, bool) and not (math.isfinite(data.wait) and data.wait >= 0):
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
-    request = _task_request(data)
+    task_request = _task_request(data)
     if not data.wait:  # false or 0: the workers run it
-        return Response(host.accept(request), status_code=202)
+        return _json(await anyio.to_thread.run_sync(host.accept, task_request), 202)
+    started = await anyio.to_thread.run_sync(host.start, task_request)
+    timeout = MAX_WAIT_S if data.wait is True else min(float(data.wait), MAX_WAIT_S)
+    ended = await _until(started.done, timeout, request, host.stopping)
+    if ended == "stopping":
+        raise ServerStopping(
+            f"the server is stopping; task {started.id} continues: poll /tasks/{started.id}",
+            task_id=started.id,
+            links=views.links(started.id),
+        )
+    view = await anyio.to_thread.run_sync(host.task_view, started.id)
+    return _json(view, 200) if view.status in TERMINAL else _json(views.accepted(view), 202)
 
-    def abort_when_stopping(task: TaskResult) -> None:
-        if host.stopping.is_set():
-            raise ServerStopping(
-                f"the server is stopping; task {task.id} continues: poll /tasks/{task.id}",
-                task_id=task.id,
-                links=views.links(task.id),
-            )
 
-    timeout = None if data.wait is True else float(data.wait)
-    result = host.execute_sync(request, timeout=timeout, progress=abort_when_stopping)
-    if result.status in TERMINAL:
-        return Response(host.task_view(result.id), status_code=200)
-    return Response(views.accepted(result), status_code=202)
+async def _until(done: threading.Event, timeout: float, request: Request[Any, Any, Any], stopping: threading.Event) -> str:
+    """Wait on the event loop (holding no thread) until ``done``; ``timeout`` if it runs
+    out, ``gone`` if the client disconnected, ``stopping`` if the server began to stop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    disconnect = asyncio.ensure_future(request.receive())  # the body is read: next is a disconnect
+    pause = 0.002
+    try:
+        while not done.is_set():
+            if stopping.is_set():
+                return "stopping"
+            if disconnect.done() and disconnect.result().get("type") == "http.disconnect":
+                return "gone"
+            left = deadline - loop.time()
+            if left <= 0:
+                return "timeout"
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 1.5, 0.05)
+        return "done"
+    finally:
+        disconnect.cancel()
 
 
 def _task_request(spec: TaskSpec) -> TaskRequest:
@@ -165,7 +243,7 @@ def _task_request(spec: TaskSpec) -> TaskRequest:
     return_dto=None,
     status_code=202,
     sync_to_thread=True,
-    guards=[require_token],
+    guards=[require_token, json_body],
     tags=["tasks"],
     summary="Create many tasks for the workers in one transaction",
     responses={
@@ -184,7 +262,7 @@ def execute_batch(data: JSONBody[ExecuteBatch], host: NamedDependency[Host]) -> 
             limit=MAX_BATCH,
             items=len(data.requests),
         )
-    return Response(host.accept_many([_task_request(spec) for spec in data.requests]), status_code=202)
+    return _json(host.accept_many([_task_request(spec) for spec in data.requests]), 202)
 
 
 @get(
@@ -194,8 +272,8 @@ def execute_batch(data: JSONBody[ExecuteBatch], host: NamedDependency[Host]) -> 
     summary="Every namespace and workflow",
     responses=_errors(),
 )
-def list_workflows(host: NamedDependency[Host]) -> RegistryView:
-    return views.registry_view(host.registry)
+def list_workflows(host: NamedDependency[Host]) -> Response[RegistryView]:
+    return _json(views.registry_view(host.registry))
 
 
 @get(
@@ -205,8 +283,10 @@ def list_workflows(host: NamedDependency[Host]) -> RegistryView:
     summary="A namespace: its policy and workflows",
     responses=_errors(404),
 )
-def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -> NamespaceWorkflows:
-    return NamespaceWorkflows(views.namespace_view(host.registry, namespace), views.workflows(host.registry, namespace))
+def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -> Response[NamespaceWorkflows]:
+    return _json(
+        NamespaceWorkflows(views.namespace_view(host.registry, namespace), views.workflows(host.registry, namespace))
+    )
 
 
 @get(
@@ -218,8 +298,8 @@ def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -
 )
 def workflow_versions(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str]
-) -> WorkflowView:
-    return views.workflow(host.registry, namespace, name)
+) -> Response[WorkflowView]:
+    return _json(views.workflow(host.registry, namespace, name))
 
 
 @get(
@@ -232,8 +312,8 @@ def workflow_versions(
 )
 def workflow_version(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str], version: FromPath[str]
-) -> VersionDetail:
-    return views.version_detail(host.registry, host.registry.resolve(namespace, name, version))
+) -> Response[VersionDetail]:
+    return _json(views.version_detail(host.registry, host.registry.resolve(namespace, name, version)))
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -249,15 +329,17 @@ def list_tasks(
     parent_id: Annotated[str | None, QueryParameter(description="only the child tasks of this task")] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")] = None,
-) -> TaskPage:
-    return host.list_tasks(
-        namespace=namespace,
-        name=name,
-        version=version,
-        status=status,
-        parent_id=parent_id,
-        limit=limit,
-        cursor=cursor,
+) -> Response[TaskPage]:
+    return _json(
+        host.list_tasks(
+            namespace=namespace,
+            name=name,
+            version=version,
+            status=status,
+            parent_id=parent_id,
+            limit=limit,
+            cursor=cursor,
+        )
     )
 
 
@@ -268,8 +350,8 @@ def list_tasks(
     summary="A task: its steps, child tasks and transitions",
     responses=_errors(404),
 )
-def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
-    return host.task_view(task_id)
+def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[TaskView]:
+    return _json(host.task_view(task_id))
 
 
 @post(
@@ -281,9 +363,9 @@ def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
     summary="Cancel a pending or running task and its child tasks",
     responses=_errors(401, 404, 409),
 )
-def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView:
+def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[TaskView]:
     host.cancel(task_id, actor="api")
-    return host.task_view(task_id)
+    return _json(host.task_view(task_id))
 
 
 # -- plugins, health, metrics ------------------------------------------------------------------
@@ -296,8 +378,8 @@ def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> TaskView
     responses=_errors(),
     summary="The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve",
 )
-def plugins(host: NamedDependency[Host]) -> LoadReportView:
-    return host.load_report()
+def plugins(host: NamedDependency[Host]) -> Response[LoadReportView]:
+    return _json(host.load_report())
 
 
 @get("/health/live", tags=["health"], summary="The process answers")
@@ -316,7 +398,7 @@ async def live() -> Health:
 )
 def ready(host: NamedDependency[Host]) -> Response[Health]:
     health = host.readiness()
-    return Response(health, status_code=503 if health.reasons else 200)
+    return _json(health, 503 if health.reasons else 200)
 
 
 @get(
@@ -396,10 +478,14 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A bug: logged with its traceback under an incident id; the client gets the id, never the trace."""
+    """A bug: one log line under an incident id (the error and where it was raised, never the
+    values it held); the client gets the id in the error shape, never the trace."""
     incident = uuid.uuid4().hex[:12]
-    logger.opt(exception=exc).error(
-        "incident {}: unhandled error on {} {}", incident, request.method, request.url.path
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    logger.error(
+        "incident {}: unhandled {} on {} {}{}: {}", incident, type(exc).__name__, request.method, request.url.path,
+        where, str(exc)[:500],
     )
     return _error(
         request,
@@ -455,6 +541,8 @@ def create_app(host: Host) -> Litestar:
             Exception: on_unexpected,
         },
         middleware=[metrics.middleware],
+        before_request=strict_query,
+        request_max_body_size=MAX_BODY_BYTES,
         on_shutdown=[host.stopping.set],
         state=State({"host": host}),
         openapi_config=OpenAPIConfig(

@@ -134,7 +134,11 @@ def decode_body(raw: bytes, cls: type[T]) -> T:
     if not raw.strip():
         raise InvalidBody(["the body is empty: send a JSON object with Content-Type: application/json"])
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")  # json.loads would also take UTF-16 and UTF-32
+    except UnicodeDecodeError as exc:
+        raise InvalidBody([f"the body is not UTF-8: {exc.reason} at byte {exc.start}"]) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidBody([f"not valid JSON: {exc}"]) from None
     if not isinstance(data, dict):

@@ -79,12 +79,12 @@ class Children:
                 )
             )
         try:
-            runnable, _ = engine.prepare(request)
+            prepared = engine.prepare(request)
         except TeamflowError as exc:
             raise PermanentError(f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}") from None
-        serves = isinstance(runnable, WorkflowEntry) and runnable.namespace in self._serves
+        serves = isinstance(prepared.entry, WorkflowEntry) and prepared.entry.namespace in self._serves
         created = engine.create(
-            request, runnable, claim=serves, parent=ParentCall(ctx.task.id, ctx.step, ctx.attempt, ordinal)
+            request, prepared, claim=serves, parent=ParentCall(ctx.task.id, ctx.step, ctx.attempt, ordinal)
         )
         if created.claimed:
             self._adopt(created.id, created.claimed)

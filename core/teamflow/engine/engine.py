@@ -27,12 +27,14 @@ from teamflow.errors import (
     NotApproved,
     TaskNotFound,
     TaskStateError,
+    TooLarge,
     WorkflowNotFound,
 )
+from teamflow.limits import MAX_KEY, MAX_RESULT_BYTES, Unstorable, check_length, context_json, encode
 from teamflow.models import TERMINAL, NamespacePolicy, StepResult, TaskRequest, TaskResult
 from teamflow.registry import Registry, StepRow, WorkflowEntry
 from teamflow.registry.published import PublishedEntry, published_policy, resolve_published
-from teamflow.serialization import canonical_json, to_json
+from teamflow.serialization import canonical_json
 from teamflow.store import DuplicateKey, Store
 from teamflow.store.records import (
     IDEMPOTENCY_KEY,
@@ -80,6 +82,15 @@ class ParentCall:
     step: str
     attempt: int
     ordinal: int
+
+
+@attrs.frozen
+class Prepared:
+    """A checked request: the version it resolved to, its namespace's policy, its context as stored."""
+
+    entry: Runnable
+    policy: NamespacePolicy
+    context: str  # JSON text
 
 
 @attrs.frozen
@@ -141,15 +152,14 @@ class Engine:
             )
         return published, published_policy(request.namespace, recorded.policy)
 
-    def prepare(self, request: TaskRequest) -> tuple[Runnable, NamespacePolicy]:
+    def prepare(self, request: TaskRequest) -> Prepared:
         """Resolve and check a request; raise a TeamflowError and store nothing if it is bad."""
         if not isinstance(request.context, dict):
             raise ContextInvalid("context must be a JSON object", field="$")
+        check_length(request.idempotency_key, "the idempotency key", MAX_KEY)
         entry, policy = self.lookup(request)
-        try:
-            to_json(request.context)
-        except (TypeError, ValueError) as exc:
-            raise ContextInvalid(f"context is not JSON: {exc}") from None
+        # Before the schema: a context too deep for a JSON Schema validator is refused here.
+        context = context_json(request.context, entry.ref)
         errors = entry.context_errors(request.context)
         if errors:
             raise ContextInvalid(
@@ -167,12 +177,12 @@ class Engine:
                     reference=entry.ref,
                     fingerprint=entry.fingerprint,
                 )
-        return entry, policy
+        return Prepared(entry, policy, context)
 
     def create(
         self,
         request: TaskRequest,
-        entry: Runnable,
+        prepared: Prepared,
         *,
         claim: bool,
         parent: ParentCall | None = None,
@@ -183,6 +193,7 @@ class Engine:
         ``via`` stores it in that sink's next group commit instead of a transaction of its
         own (the caller knows which tasks its sink takes).
         """
+        entry = prepared.entry
         # The request's digest is compared only when its idempotency key or its (parent step,
         # call ordinal) comes back: a plain task does not need one.
         keyed = request.idempotency_key is not None
@@ -191,7 +202,7 @@ class Engine:
             existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
             if existing is not None:
                 return Created(self._same_request(existing, request, digest), [], existing=True)
-        task = self._new_task(request, entry, digest, parent)
+        task = self._new_task(prepared, request.idempotency_key, digest, parent)
         try:
             if via is not None:
                 claimed = via.create(task, entry.step_rows)
@@ -219,7 +230,7 @@ class Engine:
                     self.events.fire("step.started", task.id, entry, step=c.name, attempt=c.attempt)
         return Created(task.id, claimed)
 
-    def create_many(self, requests: Sequence[TaskRequest], entries: Sequence[Runnable]) -> list[Created]:
+    def create_many(self, requests: Sequence[TaskRequest], prepared: Sequence[Prepared]) -> list[Created]:
         """Store prepared requests for the workers, in one transaction; their task ids, in order.
 
         Idempotency keys hold per item: a key that already names a task (stored before, or
@@ -231,7 +242,8 @@ class Engine:
         firsts: dict[tuple[str, str, str], tuple[int, str]] = {}  # key -> (its first item, its digest)
         repeats: list[tuple[int, int]] = []  # (item, the earlier item with the same key)
         pending: list[tuple[int, NewTask, Sequence[StepRow]]] = []
-        for i, (request, entry) in enumerate(zip(requests, entries, strict=True)):
+        for i, (request, ready) in enumerate(zip(requests, prepared, strict=True)):
+            entry = ready.entry
             digest = None
             if request.idempotency_key is not None:
                 digest = request_hash(request)
@@ -252,7 +264,7 @@ class Engine:
                 if existing is not None:
                     ids[i] = self._same_request(existing, request, digest)
                     continue
-            task = self._new_task(request, entry, digest, None)
+            task = self._new_task(ready, request.idempotency_key, digest, None)
             ids[i], existed[i] = task.id, False
             pending.append((i, task, entry.step_rows))
         stored = self.store.create_tasks([(task, steps) for _, task, steps in pending]) if pending else set()
@@ -270,9 +282,8 @@ class Engine:
                     self.events.fire("task.created", task.id, task)
         return [Created(task_id, [], existing=old) for task_id, old in zip(ids, existed, strict=True)]
 
-    def _new_task(
-        self, request: TaskRequest, entry: Runnable, digest: str | None, parent: ParentCall | None
-    ) -> NewTask:
+    def _new_task(self, prepared: Prepared, key: str | None, digest: str | None, parent: ParentCall | None) -> NewTask:
+        entry = prepared.entry
         return NewTask(
             id=new_task_id(),
             namespace=entry.namespace,
@@ -280,8 +291,8 @@ class Engine:
             version=entry.version.text,
             fingerprint=entry.fingerprint,
             route=entry.route,
-            context=json.dumps(request.context),
-            idempotency_key=request.idempotency_key,
+            context=prepared.context,
+            idempotency_key=key,
             request_hash=digest,
             parent_id=parent.task_id if parent else None,
             parent_step=parent.step if parent else None,
@@ -390,9 +401,10 @@ class Engine:
         if current.status == "cancelled":
             raise TaskStateError(f"task {task_id} ({current.ref}) was cancelled; it cannot be resumed")
         try:
-            text = json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            raise ContextInvalid(f"the result must be JSON: {exc}") from None
+            text = encode(result, max_bytes=MAX_RESULT_BYTES)
+        except Unstorable as exc:
+            error = TooLarge if exc.too_large else ContextInvalid
+            raise error(f"the result of step {step!r} cannot be stored: it is {exc}", limit_bytes=MAX_RESULT_BYTES) from None
         resolved = self.store.resolve_step(task_id, step, text, actor, entry.successors[step])
         if resolved.previous in ("completed", "resolved"):
             raise TaskStateError(f"step {step!r} of task {task_id} is already {resolved.previous}")

@@ -22,10 +22,10 @@ from loguru import logger
 from teamflow.engine.children import Park
 from teamflow.engine.context import RunChild, StepContext, TaskInfo, task_fields
 from teamflow.errors import PermanentError, RetryableError
+from teamflow.limits import MAX_RESULT_BYTES, Unstorable, cut, encode
 from teamflow.logs import bound
 from teamflow.models import Step
 from teamflow.registry import Registry, WorkflowEntry
-from teamflow.serialization import to_json
 from teamflow.store import Store
 from teamflow.store.records import DECODE, Claimed, Outcome, TaskRow
 
@@ -159,9 +159,9 @@ class StepExecutor:
         except Exception as exc:
             return self.failure(claim, step, exc, permanent=not step.retryable, log=ctx.log)
         try:
-            text = to_json(result)
-        except (TypeError, ValueError) as exc:
-            bad = PermanentError(f"the handler's result is not JSON-serialisable: {exc}")
+            text = encode(result, max_bytes=MAX_RESULT_BYTES)
+        except Unstorable as exc:
+            bad = PermanentError(f"the handler's result cannot be stored: it is {exc}")
             return self.failure(claim, step, bad, permanent=True, log=ctx.log)
         # A scalar reads back from JSON as itself: successors on this worker can take it as is.
         value = result if type(result) in _SCALARS else DECODE
@@ -181,7 +181,8 @@ class StepExecutor:
         retry_after: float | None = None,
     ) -> Outcome:
         kind = type(exc).__name__
-        message = getattr(exc, "message", None) or str(exc) or kind
+        # Kept (and logged) once per attempt: a huge message is cut, with its size.
+        message = cut(str(getattr(exc, "message", None) or exc) or kind)
         max_attempts = 1 + step.retry_limit
         if not permanent and claim.attempt < max_attempts:
             delay = retry_after if retry_after is not None else backoff(claim.attempt, self.retry_base_s,

@@ -90,7 +90,7 @@ class _Builder:
                         "invalid_namespace",
                         contrib.source,
                         repr(policy.name),
-                        "namespace names must match [a-z][a-z0-9_]*",
+                        "namespace names must match [a-z][a-z0-9_]* (at most 100 characters)",
                         "rename the namespace",
                     )
                     continue

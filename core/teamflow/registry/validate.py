@@ -68,7 +68,7 @@ def _validate_step(step: Any, names: set[str]) -> None:
         raise Invalid(f"{step!r} is not a teamflow.Step", "build each step with teamflow.Step(...)")
     if not valid_name(step.name):
         raise Invalid(
-            f"step name {step.name!r} must match [a-z][a-z0-9_]*", "rename the step", step=str(step.name)
+            f"step name {step.name!r} must match [a-z][a-z0-9_]* (at most 100 characters)", "rename the step", step=str(step.name)
         )
     for dep in step.depends_on:
         if dep == step.name:
@@ -105,9 +105,9 @@ def compile_workflow(workflow: Any, source: Source) -> WorkflowEntry:
     if not isinstance(workflow, Workflow):
         raise Invalid(f"{workflow!r} is not a teamflow.Workflow", "return teamflow.Workflow objects")
     if not valid_name(workflow.namespace):
-        raise Invalid(f"namespace {workflow.namespace!r} must match [a-z][a-z0-9_]*")
+        raise Invalid(f"namespace {workflow.namespace!r} must match [a-z][a-z0-9_]* (at most 100 characters)")
     if not valid_name(workflow.name):
-        raise Invalid(f"workflow name {workflow.name!r} must match [a-z][a-z0-9_]*")
+        raise Invalid(f"workflow name {workflow.name!r} must match [a-z][a-z0-9_]* (at most 100 characters)")
     if not isinstance(workflow.version, str):
         raise Invalid(f"version {workflow.version!r} must be a string such as '1.0.0'")
     try:
