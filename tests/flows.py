@@ -137,6 +137,17 @@ def leaf_work(ctx: StepContext) -> dict[str, Any]:
     return {"n": ctx.context.get("n", 0) * 10}
 
 
+def lone_surrogate(ctx: StepContext) -> str:
+    """Returns text that cannot be stored as UTF-8 JSON."""
+    return "\ud800"
+
+
+def huge_error(ctx: StepContext) -> None:
+    """Fails with a message of context['mb'] megabytes (default 20)."""
+    record(ctx)
+    raise RetryableError("x" * int(float(ctx.context.get("mb", 20)) * 1024 * 1024), retry_after=0)
+
+
 def policy(name: str, **kw: Any) -> NamespacePolicy:
     return NamespacePolicy(name=name, owner_team=f"team-{name}", contact_email=f"{name}@example.test", **kw)
 
@@ -191,6 +202,8 @@ def alpha_workflows() -> list[Workflow]:
         ),
         Workflow("alpha", "timeout", "1.0.0", [Step("sleepy", sleeper, timeout_s=0.3, retry_limit=1)]),
         Workflow("alpha", "bad_result", "1.0.0", [Step("weird", not_json)]),
+        Workflow("alpha", "surrogate_result", "1.0.0", [Step("weird", lone_surrogate)]),
+        Workflow("alpha", "huge_error", "1.0.0", [Step("boom", huge_error, retry_limit=2)]),
         Workflow(
             "alpha", "async", "1.0.0", [Step("first", noop), Step("second", async_step, depends_on="first")]
         ),

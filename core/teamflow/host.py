@@ -373,6 +373,9 @@ class Host:
                     f"database schema is at version {version or 0}, this teamflow needs {SCHEMA_VERSION}: "
                     "run `teamflow db upgrade`"
                 )
+            refused = self.store.writable()
+            if refused is not None:
+                reasons.append(f"the database refuses writes ({refused}): tasks cannot be created or run")
             reasons.extend(f"{u.message} (fix: {u.fix})" for u in self.unservable())
         except Exception as exc:  # readiness reports a broken database, it never fails with it
             logger.warning("readiness check: database error: {}", exc)

@@ -143,6 +143,7 @@ class GroupCommit:
         self._batcher: Batcher[_Outcomes] = Batcher(self._commit_batch)
         self._stranded_lock = threading.Lock()
         self._stranded: list[Outcome] = []  # outcomes a failed commit left behind
+        self._unreleased: list[tuple[Claimed, str]] = []  # claims to give back once the database answers
 
     def commit(self, outcomes: list[Outcome], keep: str | None = None) -> Claimed | None:
         """Record outcomes; return a step of task ``keep`` this commit claimed, to run next."""
@@ -156,17 +157,30 @@ class GroupCommit:
         return slot.created
 
     def held(self) -> list[int]:
-        """Steps whose outcomes wait to be committed: their leases must be kept."""
+        """Steps whose outcomes (or release) wait to be committed: their leases must be kept."""
         with self._stranded_lock:
-            stranded = [o.claim.step_id for o in self._stranded]
+            stranded = [o.claim.step_id for o in self._stranded] + [c.step_id for c, _ in self._unreleased]
         return [o.claim.step_id for s in self._batcher.waiting() for o in s.outcomes] + stranded
 
+    def release_later(self, claim: Claimed, reason: str) -> None:
+        """Give ``claim`` back without counting its attempt, when the database answers again."""
+        with self._stranded_lock:
+            self._unreleased.append((claim, reason))
+
     def retry_stranded(self) -> None:
-        """Commit again the outcomes a failed commit left behind (is the database back?)."""
+        """Commit again the outcomes a failed commit left behind, and the claims to give back
+        (is the database back?); what fails again waits for the next try."""
         with self._stranded_lock:
             stranded, self._stranded = self._stranded, []
+            unreleased, self._unreleased = self._unreleased, []
         if stranded:
             self.commit(stranded)
+        for claim, reason in unreleased:
+            try:
+                self._store.release([claim], self._worker_id, 0.0, reason)
+            except StoreError:
+                with self._stranded_lock:
+                    self._unreleased.append((claim, reason))
 
     def pending_creations(self) -> int:
         """New tasks waiting for the next commit."""

@@ -26,6 +26,7 @@ from teamflow.engine.execute import CachedTask, StepExecutor, TaskCache
 from teamflow.engine.group_commit import GroupCommit
 from teamflow.engine.housekeeping import Housekeeping, safely
 from teamflow.engine.work import Running, Work
+from teamflow.errors import StoreError
 from teamflow.registry import Registry, StepRow
 from teamflow.store import Store
 from teamflow.store.records import Claimed, NewTask, Outcome
@@ -192,7 +193,17 @@ class Runner:
     def _run_and_commit(self, claim: Claimed, prefer_task: str | None = None, caller: bool = False) -> Claimed | None:
         """Run one claimed step, commit its outcome, and return the next claim to run here."""
         work = self.work
-        cached = self.executor.load(claim)
+        try:
+            cached = self.executor.load(claim)
+        except StoreError as exc:
+            # The database went away while the step was being prepared: nothing ran, so the
+            # claim goes back without counting an attempt, as soon as the database is back.
+            self.executor.log(claim).warning(
+                "step {} of task {} not started, the database failed ({}); it goes back to the queue",
+                claim.name, claim.task_id, exc,
+            )
+            self.commit.release_later(claim, "not started: the database failed while it was being prepared")
+            return None
         if cached is None or cached.entry is None:
             self._unservable(claim, cached)
             return None

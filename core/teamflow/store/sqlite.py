@@ -120,9 +120,15 @@ class SqliteStore(Store):
 
     def __init__(self, url: str, *, synchronous: str = "FULL", wal_autocheckpoint: int = 10_000) -> None:
         self.path = sqlite_path(url)
+        if self.path == ":memory:" or self.path.startswith("file::memory:"):
+            # Every connection would get a database of its own: the workers would see no task.
+            raise StoreError(
+                f"{url!r} is an in-memory database, which each connection sees empty: "
+                "use a file, e.g. sqlite:///teamflow.db"
+            )
         self.synchronous = synchronous
         self.wal_autocheckpoint = wal_autocheckpoint
-        self._checkpointer = Checkpointer(self.path) if self.path != ":memory:" else None
+        self._checkpointer = Checkpointer(self.path)
         self._writer = threading.RLock()
         self._seq_lock = threading.Lock()
         self._last_seq = 0
@@ -145,6 +151,21 @@ class SqliteStore(Store):
             lock_type="IMMEDIATE",
             check_same_thread=False,
         )
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+            tables = set(self.db.get_tables())
+        except sqlite3.DatabaseError as exc:  # "file is not a database", a truncated file...
+            raise StoreError(
+                f"{self.path} is not a SQLite database ({exc}): point database_url at a teamflow database "
+                "or at a new file"
+            ) from None
+        if tables and "tf_meta" not in tables:
+            raise StoreError(
+                f"{self.path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:8])}): "
+                "point database_url at a teamflow database or at a new file"
+            )
 
     def _compile(self, text: str) -> str:
         return text  # our statements are written in sqlite3's own ``?`` style
@@ -182,7 +203,7 @@ class SqliteStore(Store):
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
-    def watch(self, wake: Wake) -> Callable[[], None] | None:
+    def watch(self, wake: Wake) -> Callable[[], None]:
         """Wake the workers within milliseconds of another connection's commit.
 
         ``PRAGMA data_version`` changes when any other connection (of this process or
@@ -190,8 +211,6 @@ class SqliteStore(Store):
         disk I/O. The watcher reads it every millisecond after a change, backing off to
         every ``WATCH_IDLE_S`` while nothing changes, so an idle worker costs next to no CPU.
         """
-        if self.path == ":memory:":
-            return None
         stopped = threading.Event()
         thread = threading.Thread(target=self._watch, args=(wake, stopped), name="teamflow-watch", daemon=True)
         thread.start()

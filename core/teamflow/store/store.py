@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from teamflow.errors import StoreError
 from teamflow.store.catalog import Catalog
 from teamflow.store.scheduling import Scheduling
 from teamflow.store.schema import Schema
@@ -17,8 +18,28 @@ from teamflow.store.stats import Stats
 Wake = Callable[[], None]
 
 
+class _Probe(Exception):
+    """Rolls back the write ``writable`` tries."""
+
+
 class Store(Schema, Catalog, Scheduling, Stats):
     """A connection pool to one database and every statement teamflow runs on it."""
+
+    def writable(self) -> str | None:
+        """Why this database refuses writes now (read-only file, replica...), or None.
+
+        Tries a write and rolls it back: it costs no commit.
+        """
+        try:
+            with self.tx():
+                self.execute("UPDATE tf_meta SET value = value WHERE key = 'schema_version'")
+                raise _Probe
+        except _Probe:
+            return None
+        except StoreError as exc:
+            return exc.detail
+        except Exception as exc:  # the driver's own refusal of the write
+            return f"{type(exc).__name__}: {exc}"
 
     def watch(self, wake: Wake) -> Callable[[], None] | None:
         """Call ``wake`` (from a thread of its own) when another process makes work ready;
