@@ -672,7 +672,7 @@ def test_sigterm_stops_cleanly_and_answers_waiting_requests(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_auth_tokens_guard_the_changing_routes(tmp_path: Path) -> None:
     with (
-        live_server(tmp_path / "auth", workers=0, env={"TEAMFLOW_AUTH_TOKENS": "s3cret"}) as live,
+        live_server(tmp_path / "auth", workers=0, env={"TEAMFLOW_AUTH_TOKENS": "s3cret-s3cret-s3cret"}) as live,
         live.client() as client,
     ):
         refused = assert_error(
@@ -683,7 +683,7 @@ def test_auth_tokens_guard_the_changing_routes(tmp_path: Path) -> None:
             client.post("/tasks/x/cancel", headers={"Authorization": "Bearer nope"}), 401, "unauthorized"
         )
         accepted = client.post(
-            "/workflows/execute", content=PAYMENTS_REFUND, headers={**JSON, "Authorization": "Bearer s3cret"}
+            "/workflows/execute", content=PAYMENTS_REFUND, headers={**JSON, "Authorization": "Bearer s3cret-s3cret-s3cret"}
         )
         assert accepted.status_code == 202, accepted.text
         assert client.get(f"/tasks/{accepted.json()['id']}").status_code == 200, "reading needs no token"

@@ -246,14 +246,16 @@ def test_a_float_key_takes_ints_and_refuses_bools_and_strings(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "url", ["", " sqlite:///x.db", "sqlite:///x.db\n", "mysql://db/x", "teamflow.db", "sqlite:/x.db"]
+    "url",
+    ["", " sqlite:///x.db", "sqlite:///x.db\n", "mysql://db/x", "teamflow.db", "sqlite:/x.db", "sqlite://", "sqlite:",
+     "sqlite:///:memory:"],
 )
 def test_a_bad_database_url_is_refused(tmp_path: Path, url: str) -> None:
     assert refused(tmp_path, {"database_url": url}).facts["key"] == "database_url"
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:///x.db", "sqlite://", "sqlite:", "postgresql://u@h:5432/db", "postgres://h/db"]
+    "url", ["sqlite:///x.db", "postgresql://u@h:5432/db", "postgres://h/db"]
 )
 def test_a_good_database_url_is_taken_as_written(tmp_path: Path, url: str) -> None:
     assert loaded(tmp_path, TEAMFLOW_DATABASE_URL=url).database_url == url
@@ -398,6 +400,8 @@ DEFAULTS = {
     "poll_interval_s": 1.0,
     "retry_base_s": 1.0,
     "retry_max_s": 300.0,
+    "max_wait_s": 60.0,
+    "shutdown_grace_s": 10.0,
     "sqlite_synchronous": "FULL",
     "sqlite_wal_autocheckpoint": 10_000,
     "conflict_resolvers": (),
@@ -447,10 +451,9 @@ def url(value: Any) -> Any:
     ok = (
         type(value) is str
         and value == value.strip()
-        and (
-            value.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg2://"))
-            or value in ("sqlite://", "sqlite:")
-        )
+        and value.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg2://"))
+        and value not in ("sqlite:///",)
+        and not value.startswith(("sqlite:///:memory:", "sqlite:///file::memory:"))
     )
     return value if ok else BAD
 
@@ -472,6 +475,8 @@ TOML_RULES: dict[str, Any] = {
     "poll_interval_s": seconds(0, 3600, True),
     "retry_base_s": seconds(0, 86400, False),
     "retry_max_s": seconds(0, 86400, False),
+    "max_wait_s": seconds(0, 3600, True),
+    "shutdown_grace_s": seconds(0, 3600, False),
     "sqlite_synchronous": lambda v: (
         v.upper() if type(v) is str and v.isascii() and v.upper() in ("FULL", "NORMAL") else BAD
     ),
@@ -548,6 +553,8 @@ ENV_RULES: dict[str, Any] = {
     "poll_interval_s": then(env_number, TOML_RULES["poll_interval_s"]),
     "retry_base_s": then(env_number, TOML_RULES["retry_base_s"]),
     "retry_max_s": then(env_number, TOML_RULES["retry_max_s"]),
+    "max_wait_s": then(env_number, TOML_RULES["max_wait_s"]),
+    "shutdown_grace_s": then(env_number, TOML_RULES["shutdown_grace_s"]),
     "sqlite_wal_autocheckpoint": then(env_integer, wal),
     "conflict_resolvers": then(env_list, resolvers),
     "auth_tokens": then(env_list, tokens),
@@ -678,6 +685,8 @@ TAME_TOML: dict[str, Any] = {
     "poll_interval_s": within(0, 3600, True),
     "retry_base_s": within(0, 86400, False),
     "retry_max_s": within(0, 86400, False),
+    "max_wait_s": within(0, 3600, True),
+    "shutdown_grace_s": within(0, 3600, False),
     "sqlite_synchronous": st.sampled_from(["full", "NORMAL", "Normal"]),
     "sqlite_wal_autocheckpoint": st.integers(100, 10_000_000),
     "conflict_resolvers": NAMES,
@@ -691,6 +700,8 @@ TAME_ENV: dict[str, Any] = {
     "poll_interval_s": within(0, 3600, True).map(repr),
     "retry_base_s": within(0, 86400, False).map(repr),
     "retry_max_s": within(0, 86400, False).map(repr),
+    "max_wait_s": within(0, 3600, True).map(repr),
+    "shutdown_grace_s": within(0, 3600, False).map(repr),
     "sqlite_wal_autocheckpoint": st.integers(100, 10_000_000).map(str),
     "conflict_resolvers": NAMES.map(", ".join),
     "auth_tokens": TOKENS.map(",".join),
@@ -704,6 +715,8 @@ EDGES_TOML: dict[str, list[Any]] = {
     "log_level": ["\u0131nfo", "info ", "Info", "WARN"],
     "lease_s": [0, 0.0, -0.0, 5e-324, 86400, 86400.00001, 86401],
     "poll_interval_s": [0, -0.0, 5e-324, 3600, 3600.0000001, 3601],
+    "max_wait_s": [0, 3600, 3601, math.nan],
+    "shutdown_grace_s": [0, -1, 3600, 3601],
     "retry_base_s": [-5e-324, 0, -0.0, 86400, 86400.00001],
     "retry_max_s": [-5e-324, 0, 86400, 86401, 2.0**1023],
     "sqlite_synchronous": ["FULL ", "OFF", "normaL", "\u017fynchronous"],
@@ -733,6 +746,8 @@ EDGES_ENV: dict[str, list[str]] = {
         "\u0661",
     ],
     "poll_interval_s": ["0", "3600", "3600.0000001", "1e-9", "1_0", " 1 "],
+    "max_wait_s": ["0", "60", "inf"],
+    "shutdown_grace_s": ["0", "-1", "10"],
     "retry_base_s": ["-0", "0", "-1e-300", "86400", "inf", "NaN"],
     "retry_max_s": ["0", "86400", "86401", "1e308", "1e309"],
     "sqlite_synchronous": EDGES_TOML["sqlite_synchronous"],

@@ -41,15 +41,16 @@ STATUS_STYLE = {
 
 def _config(ctx: click.Context) -> Any:
     """The configuration in force: the file or environment, with the command line's overrides."""
-    import attrs
+    import os
 
     from teamflow.config import load_config
     from teamflow.logs import configure_logging
 
     root = ctx.find_root().obj
-    config = load_config(root.get("config"))
-    if root.get("database_url"):
-        config = attrs.evolve(config, database_url=root["database_url"])
+    env = dict(os.environ)
+    if root.get("database_url") is not None:  # checked like the variable it overrides
+        env["TEAMFLOW_DATABASE_URL"] = root["database_url"]
+    config = load_config(root.get("config"), env=env)
     configure_logging(config.log_format, root.get("log_level") or config.log_level)
     return config
 
@@ -93,13 +94,17 @@ def _line(label: str, style: str, text: str) -> None:
     "--config", "config", type=click.Path(dir_okay=False), help="teamflow.toml to use ($TEAMFLOW_CONFIG)"
 )
 @click.option("--database-url", help="overrides database_url ($TEAMFLOW_DATABASE_URL)")
-@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+@click.option(
+    "--log-level",
+    type=click.Choice(["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    help="overrides log_level ($TEAMFLOW_LOG_LEVEL, default INFO)",
+)
 @click.version_option(package_name="teamflow")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, database_url: str | None, log_level: str | None) -> None:
     """teamflow: workflows from many teams, namespaced, versioned and owned."""
     ctx.ensure_object(dict)
-    ctx.obj.update(config=config, database_url=database_url, log_level=log_level or "WARNING")
+    ctx.obj.update(config=config, database_url=database_url, log_level=log_level.upper() if log_level else None)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -368,7 +373,7 @@ def task_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
 @click.option("--name")
 @click.option("--version")
 @click.option("--status", type=click.Choice(["pending", "in_progress", "completed", "failed", "cancelled"]))
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
 @click.option("--cursor", help="next_cursor from the previous page")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
@@ -467,12 +472,11 @@ def _stop_on_signals() -> threading.Event:
 
 @main.command()
 @click.option("--namespace", "namespaces", multiple=True, help="serve only this namespace (repeatable)")
-@click.option("--concurrency", default=4, show_default=True, help="steps run at once")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 1024), help="steps run at once")
 @click.pass_context
 @handle_errors
 def worker(ctx: click.Context, namespaces: tuple[str, ...], concurrency: int) -> None:
     """Claim and run ready steps until SIGTERM (then finish or release the steps in hand)."""
-    ctx.obj["log_level"] = ctx.obj.get("log_level") if ctx.obj.get("log_level") != "WARNING" else "INFO"
     host = _host(ctx)
     stop = _stop_on_signals()
     host.run_worker(concurrency=concurrency, namespaces=list(namespaces) or None, stop=stop)
@@ -481,15 +485,16 @@ def worker(ctx: click.Context, namespaces: tuple[str, ...], concurrency: int) ->
 
 @main.command()
 @click.option("--host", "bind", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="embedded worker concurrency (0: none)")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(0, 1024), help="embedded worker concurrency (0: none)"
+)
 @click.pass_context
 @handle_errors
 def serve(ctx: click.Context, bind: str, port: int, workers: int) -> None:
     """Run the HTTP API, the admin pages and embedded workers."""
     from teamflow.api.server import serve as run_server
 
-    ctx.obj["log_level"] = ctx.obj.get("log_level") if ctx.obj.get("log_level") != "WARNING" else "INFO"
     host = _host(ctx)
     run_server(host, bind=bind, port=port, workers=workers)
 

@@ -59,6 +59,10 @@ class HostConfig:
     poll_interval_s: float = 1.0
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0
+    # The longest an HTTP request waits for its task (``wait``); past it the answer is 202.
+    max_wait_s: float = 60.0
+    # How long a stopping worker lets the steps in hand finish before it gives them back.
+    shutdown_grace_s: float = 10.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # WAL pages written before a commit checkpoints them into the database file (SQLite's
     # default is 1,000). Fewer, larger checkpoints: about 10% more steps/s with NORMAL,
@@ -257,10 +261,10 @@ def _one_of(*choices: str, any_case: bool) -> Callable[[str], str]:
 def _database_url(url: str) -> str:
     if url != url.strip():
         raise _Refused("surrounding whitespace")
-    if url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg2://")) or url in (
-        "sqlite://",
-        "sqlite:",
-    ):
+    if url in ("sqlite://", "sqlite:", "sqlite:///") or url.startswith(("sqlite:///:memory:", "sqlite:///file::memory:")):
+        # Every connection to an in-memory database sees one of its own: workers see no task.
+        raise _Refused("an in-memory database cannot be shared by connections: use a file")
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg2://")):
         return url
     raise _Refused()
 
@@ -414,8 +418,7 @@ _FROM_ENV_LIST = " (from the environment: comma-separated)"
 _KEYS: dict[str, _Key] = {
     "database_url": _Key(
         str,
-        "a database URL: sqlite:///PATH, sqlite:// or sqlite: (in memory), or postgresql://... "
-        "(postgres://, postgresql+psycopg2://)",
+        "a database URL: sqlite:///PATH (a file) or postgresql://... (postgres://, postgresql+psycopg2://)",
         _env_text,
         _database_url,
         _shown_url,
@@ -449,6 +452,12 @@ _KEYS: dict[str, _Key] = {
         ">= retry_base_s and at most 86400 seconds (a finite number)",
         _env_number,
         _between(0, 86400, low_open=False),
+    ),
+    "max_wait_s": _Key(
+        float, "> 0 seconds and at most 3600 (a finite number)", _env_number, _between(0, 3600, low_open=True)
+    ),
+    "shutdown_grace_s": _Key(
+        float, ">= 0 seconds and at most 3600 (a finite number)", _env_number, _between(0, 3600, low_open=False)
     ),
     "sqlite_synchronous": _Key(
         str, "'FULL' or 'NORMAL' (any case)", _env_text, _one_of("FULL", "NORMAL", any_case=True)

@@ -429,13 +429,13 @@ class Host:
             concurrency,
         )
         stop.wait()
-        runner.stop()
+        runner.stop(timeout=self.config.shutdown_grace_s)
 
     def close(self) -> None:
         with self._runner_lock:
             runner, self._runner = self._runner, None
         if runner is not None:
-            runner.stop()
+            runner.stop(timeout=self.config.shutdown_grace_s)
         self.store.close()
 
     def __enter__(self) -> Host:

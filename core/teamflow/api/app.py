@@ -83,9 +83,6 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-MAX_WAIT_S = 60.0  # the longest a request waits for its task; past it the answer is 202
-
-
 def _json(view: Any, status: int = 200) -> Response[Any]:
     return Response(encode_view(view), status_code=status, media_type=MediaType.JSON)
 
@@ -184,7 +181,7 @@ async def execute(
 ) -> Response[Accepted | TaskView]:
     """Create a task. Without ``wait`` it is stored for the workers and the answer is 202 with
     its id and links; with ``wait`` it runs now and the answer is the finished task, unless
-    ``wait`` (at most ``MAX_WAIT_S`` seconds) runs out first: then it is 202 and the task
+    ``wait`` (at most the configured ``max_wait_s``) runs out first: then it is 202 and the task
     goes on. A client that goes away stops the wait, not the task."""
     if not isinstance(data.wait, bool) and not (math.isfinite(data.wait) and data.wait >= 0):
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
@@ -192,7 +189,8 @@ async def execute(
     if not data.wait:  # false or 0: the workers run it
         return _json(await anyio.to_thread.run_sync(host.accept, task_request), 202)
     started = await anyio.to_thread.run_sync(host.start, task_request)
-    timeout = MAX_WAIT_S if data.wait is True else min(float(data.wait), MAX_WAIT_S)
+    limit = host.config.max_wait_s
+    timeout = limit if data.wait is True else min(float(data.wait), limit)
     ended = await _until(started.done, timeout, request, host.stopping)
     if ended == "stopping":
         raise ServerStopping(

@@ -118,7 +118,7 @@ def serve(host: Host, *, bind: str, port: int, workers: int) -> None:
         stopping.set()
         logger.info("stopping: releasing the steps in hand and closing the database")
         if runner is not None:
-            runner.stop()
+            runner.stop(timeout=host.config.shutdown_grace_s)
         host.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
