@@ -14,6 +14,8 @@ mode) come in as ``Rules``.
 - ``index``: ``Registry`` (browse, resolve) and ``select_version``, the version rule.
 - ``published``: what a host publishes of its versions, and resolving a request through
   what other hosts published (for namespaces this process did not load).
+- ``compat``: whether a context schema still accepts what the previous version accepted
+  (``compare``, ``is_compatible``; Confluent's BACKWARD rules for JSON Schema).
 """
 
 from teamflow.registry.index import Registry, Versioned, select_version
