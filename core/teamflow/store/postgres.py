@@ -26,6 +26,7 @@ import peewee as pw
 from loguru import logger
 from playhouse.pool import PooledPostgresqlDatabase
 
+from teamflow.errors import StoreError
 from teamflow.store.base import DuplicateKey
 from teamflow.store.records import (
     Applied,
@@ -341,6 +342,18 @@ class PostgresStore(Store):
                 ],
             )
             stored.update(r[0] for r in rows)
+
+    def writable(self) -> str | None:
+        """A standby or a read-only server says so; asking costs no write."""
+        try:
+            standby, read_only = self.execute(
+                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+            ).fetchone()
+        except StoreError as exc:
+            return exc.detail
+        if standby:
+            return "the server is a standby (in recovery)"
+        return "default_transaction_read_only is on" if read_only else None
 
     def snapshot(self, task_id: str, *, history: bool = False) -> TaskSnapshot | None:
         task, steps, children, transitions = self.execute(

@@ -156,7 +156,7 @@ class SqliteStore(Store):
         try:
             super().connect()
             tables = set(self.db.get_tables())
-        except sqlite3.DatabaseError as exc:  # "file is not a database", a truncated file...
+        except (sqlite3.DatabaseError, pw.DatabaseError) as exc:  # "file is not a database", a truncated file...
             raise StoreError(
                 f"{self.path} is not a SQLite database ({exc}): point database_url at a teamflow database "
                 "or at a new file"

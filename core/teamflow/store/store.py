@@ -18,28 +18,23 @@ from teamflow.store.stats import Stats
 Wake = Callable[[], None]
 
 
-class _Probe(Exception):
-    """Rolls back the write ``writable`` tries."""
-
-
 class Store(Schema, Catalog, Scheduling, Stats):
     """A connection pool to one database and every statement teamflow runs on it."""
 
     def writable(self) -> str | None:
-        """Why this database refuses writes now (read-only file, replica...), or None.
+        """Why this database refuses writes now (a read-only file, a replica...), or None.
 
-        Tries a write and rolls it back: it costs no commit.
+        Commits a write that changes nothing: a database can take a write it then cannot
+        commit (SQLite writes a transaction's pages only at its commit).
         """
         try:
             with self.tx():
                 self.execute("UPDATE tf_meta SET value = value WHERE key = 'schema_version'")
-                raise _Probe
-        except _Probe:
-            return None
         except StoreError as exc:
             return exc.detail
         except Exception as exc:  # the driver's own refusal of the write
             return f"{type(exc).__name__}: {exc}"
+        return None
 
     def watch(self, wake: Wake) -> Callable[[], None] | None:
         """Call ``wake`` (from a thread of its own) when another process makes work ready;
