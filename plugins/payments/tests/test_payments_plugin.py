@@ -6,10 +6,10 @@ import importlib
 from importlib.metadata import entry_points
 
 import jsonschema
-import pluggy
 import pytest
 
-from teamflow import NamespacePolicy, Workflow, hookspecs
+from teamflow import NamespacePolicy, Workflow
+from teamflow.testing import assert_plugin_loads
 from teamflow_payments import handlers, plugin
 
 GRAPHS = {
@@ -140,13 +140,11 @@ def test_refund_schema_rejects_bad_contexts(context: dict) -> None:
         jsonschema.validate(context, BY_KEY["process_refund", "2.1.0"].context_schema)
 
 
-def test_hookimpls_match_teamflow_hookspecs() -> None:
-    pm = pluggy.PluginManager("teamflow")
-    pm.add_hookspecs(hookspecs)
-    pm.register(plugin)
-    pm.check_pending()
-    assert pm.hook.teamflow_namespaces()[0][0].name == "payments"
-    assert len(pm.hook.teamflow_workflows()[0]) == len(GRAPHS)
+def test_plugin_loads_with_no_refusal_and_its_hookimpls_match_the_hookspecs() -> None:
+    record = assert_plugin_loads("teamflow-payments").plugin("teamflow-payments")
+    assert record.hooks == ("teamflow_namespaces", "teamflow_workflows")
+    assert record.namespaces == ("payments",)
+    assert len(record.workflows) == len(GRAPHS)
 
 
 def test_entry_point_names_the_plugin_module() -> None:
