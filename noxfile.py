@@ -54,7 +54,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    session.install("mypy", "types-jsonschema")
+    session.install("mypy", "types-jsonschema", "pytest")
     _install_checkout(session)
     session.run("mypy", "core/teamflow")
 
