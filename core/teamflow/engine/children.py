@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from teamflow.engine.context import StepContext
 from teamflow.engine.engine import Engine, ParentCall, request_hash
-from teamflow.errors import CallerNotAllowed, PermanentError, TeamflowError
+from teamflow.errors import CallerNotAllowed, PermanentError, StoreError, TeamflowError
 from teamflow.models import TaskRequest, TaskResult
 from teamflow.registry import WorkflowEntry
 from teamflow.store.records import Claimed
@@ -28,6 +28,18 @@ class Park(BaseException):
     def __init__(self, child_id: str) -> None:
         super().__init__(child_id)
         self.child_id = child_id
+
+
+class DatabaseFailed(BaseException):
+    """teamflow's database failed while a step called a child: the step did not fail.
+
+    A ``BaseException``, like ``Park``, so that a handler's ``except Exception`` cannot
+    turn it into a failed (and spent) attempt.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Children:
@@ -47,6 +59,12 @@ class Children:
 
     def __call__(self, ctx: StepContext, request: TaskRequest, ordinal: int) -> TaskResult:
         """Re-attach to or start the child at (step, ordinal); park the step until it ends."""
+        try:
+            return self._call(ctx, request, ordinal)
+        except StoreError as exc:
+            raise DatabaseFailed(exc) from exc
+
+    def _call(self, ctx: StepContext, request: TaskRequest, ordinal: int) -> TaskResult:
         engine = self._engine
         if not isinstance(request, TaskRequest):
             raise PermanentError(f"run_workflow takes a teamflow.TaskRequest, got {type(request).__name__}")
@@ -67,6 +85,8 @@ class Children:
             # detaches it: parent_attempt NULL): start a fresh child below
         try:
             entry, policy = engine.lookup(request)
+        except StoreError:
+            raise
         except TeamflowError as exc:
             raise PermanentError(f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}") from None
         if not policy.allows_caller(ctx.task.namespace):
@@ -80,6 +100,8 @@ class Children:
             )
         try:
             prepared = engine.prepare(request)
+        except StoreError:
+            raise
         except TeamflowError as exc:
             raise PermanentError(f"{ctx.task.ref} step {ctx.step!r} cannot call {request.ref}: {exc.detail}") from None
         serves = isinstance(prepared.entry, WorkflowEntry) and prepared.entry.namespace in self._serves

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from loguru import logger
 
-from teamflow.engine.children import Children
+from teamflow.engine.children import Children, DatabaseFailed
 from teamflow.engine.engine import Engine
 from teamflow.engine.events import Events
 from teamflow.engine.execute import CachedTask, StepExecutor, TaskCache
@@ -222,14 +222,23 @@ class Runner:
         if running.deadline is not None:
             with work.house:
                 work.house.notify()
+        outcome: Outcome | None = None
         try:
             outcome = self.executor.run(claim, cached)
+        except DatabaseFailed as failed:  # teamflow's own database, not the handler, failed it
+            self.executor.log(claim).warning(
+                "step {} of task {} stopped: the database failed under its child call ({}); it goes back to "
+                "the queue", claim.name, claim.task_id, failed.error,
+            )
         except BaseException as exc:  # never lose a claim, whatever happened
             outcome = Outcome("fail", claim, error=f"internal error: {exc!r}", error_type=type(exc).__name__)
         with work.mutex:
             work.running.pop(claim.step_id, None)
             if running.abandoned:  # timed out: its late result is discarded
                 return None
+        if outcome is None:  # the attempt is given back, not spent, once the database answers
+            self.commit.release_later(claim, "not finished: the database failed under its child call")
+            return None
         mine = self.commit.commit([outcome], keep=claim.task_id)
         if work.stopping:
             if mine is not None:  # claimed by this last commit: give it back, it will not run here

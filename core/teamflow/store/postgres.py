@@ -147,6 +147,7 @@ UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL,
 
 # New tasks for the workers, their steps, their history and one NOTIFY: one statement.
 # A task whose idempotency key already names another one is left out, with its steps.
+# (The NOTIFY is selected: a CTE that nothing reads is never run.)
 CREATE = """
 WITH t AS (
     INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, parent_id,
@@ -176,6 +177,7 @@ h AS (
 ),
 n AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM t LIMIT 1) q)
 SELECT id FROM t
+UNION ALL SELECT NULL FROM n
 """
 
 # A task, its steps, its children (and its history) in one statement: one snapshot.
@@ -341,7 +343,7 @@ class PostgresStore(Store):
                     [t.id for t in tasks], [t.actor for t in tasks],
                 ],
             )
-            stored.update(r[0] for r in rows)
+            stored.update(r[0] for r in rows if r[0] is not None)
 
     def writable(self) -> str | None:
         """A standby or a read-only server says so; asking costs no write."""
