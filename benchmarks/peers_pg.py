@@ -1,6 +1,11 @@
-"""The peers teamflow is measured against on PostgreSQL (issue 4), and the commit ceilings.
+"""The peers teamflow is measured against on PostgreSQL (issues 4 and 13), and the commit ceilings.
 
-``run_peers(n_tasks, pg_dsn)`` runs, one system at a time, for each peer (DBOS Transact and
+Two harnesses. ``run_user`` (issue 13) measures as a user would: workers started and warm
+first, a one-caller enqueue inside the timed window, steps that check the result they receive;
+``benchmarks/user_bench.py`` runs it in the same rounds as teamflow (see its docstring).
+The drain only harness, ``run_peers``, is described here.
+
+``run_peers(n_tasks, pg_dsn)`` (drain only: tasks stored before the workers start) runs, one system at a time, for each peer (DBOS Transact and
 Procrastinate), each shape and each worker count (1 and 2 worker *processes*):
 
 1. a fresh database (``bench_dbos`` / ``bench_procrastinate``, dropped again afterwards) on the
@@ -67,14 +72,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+from measure import STATS_SETTLE_S, Probe, usage
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+SYSTEMS = ("dbos", "procrastinate")
 SHAPES = ("chain", "diamond")
 WORKER_COUNTS = (1, 2)
 STEPS_PER_TASK = 4
@@ -259,6 +267,10 @@ class _Workers:
                     raise RuntimeError(f"worker not ready after {timeout:.0f} s: {_tail(log)}")
                 time.sleep(0.02)
 
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self.procs]
+
     def check_alive(self) -> None:
         for proc, log in self.procs:
             if proc.poll() is not None:
@@ -299,10 +311,10 @@ class _Peer:
     dbname = ""
     db = ""  # the fresh database of the current run
 
-    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
+    def enqueue_command(self, shape: str, n_tasks: int, how: _Enqueue | None = None) -> list[str]:
         raise NotImplementedError
 
-    def worker_command(self, index: int, go_file: Path) -> list[str]:
+    def worker_command(self, index: int, go_file: Path | None) -> list[str]:
         raise NotImplementedError
 
     def env(self, db: str) -> dict[str, str]:
@@ -315,23 +327,64 @@ class _Peer:
     def timings(self, db: str, shape: str) -> dict[Any, dict[str, tuple[float, float]]]:
         raise NotImplementedError
 
+    def served(self, cur: Any) -> int:
+        """How many worker processes ran a task or job so far, read with ``cur``."""
+        raise NotImplementedError
+
+    def verify(self, db: str, shape: str, expected: int) -> None:
+        """Raise unless ``expected`` checked tasks all ended with the right result."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Enqueue:
+    """How the user-faithful harness enqueues: the checked tasks, numbered from ``first``."""
+
+    first: int = 0
+    setup: bool = False  # the schema is there already
+    one_by_one: bool = True  # one call (and commit) per task, as one caller would
+    window_file: Path | None = None
+
 
 class _Dbos(_Peer):
     system = "dbos"
     dbname = "bench_dbos"
 
-    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
-        return _app_command(
+    def enqueue_command(self, shape: str, n_tasks: int, how: _Enqueue | None = None) -> list[str]:
+        # DBOS creates its schema when needed and registers the queue (idempotently) each time;
+        # it enqueues one workflow per call in either mode.
+        command = _app_command(
             "dbos_app", "enqueue", "--db", self.db, "--shape", shape, "--tasks", str(n_tasks),
             "--worker-concurrency", str(DBOS_SETTINGS["worker_concurrency"]),
             "--polling-interval", str(DBOS_SETTINGS["polling_interval_sec"]),
         )  # fmt: skip
+        if how is not None:
+            command += ["--checked", "--first", str(how.first)]
+            if how.window_file:
+                command += ["--window-file", str(how.window_file)]
+        return command
 
-    def worker_command(self, index: int, go_file: Path) -> list[str]:
-        return _app_command(
+    def worker_command(self, index: int, go_file: Path | None) -> list[str]:
+        command = _app_command(
             "dbos_app", "worker", "--db", self.db, "--executor-id", f"peer-worker-{index}",
-            "--go-file", str(go_file), "--threads", str(DBOS_SETTINGS["threads"]),
+            "--threads", str(DBOS_SETTINGS["threads"]),
         )  # fmt: skip
+        return command + (["--go-file", str(go_file)] if go_file else [])
+
+    def served(self, cur: Any) -> int:
+        cur.execute(
+            "SELECT count(DISTINCT executor_id) FROM dbos.workflow_status"
+            " WHERE queue_name = 'peer_bench' AND status = 'SUCCESS'"
+        )
+        return int(cur.fetchone()[0])
+
+    def verify(self, db: str, shape: str, expected: int) -> None:
+        counts = dict(
+            _query(db, "SELECT status, count(*) FROM dbos.workflow_status WHERE queue_name = 'peer_bench'"
+                   " GROUP BY status")
+        )  # fmt: skip
+        if counts != {"SUCCESS": expected}:
+            raise RuntimeError(f"expected {expected} workflows in SUCCESS, found {counts}")
 
     def progress(self, cur: Any) -> tuple[int, int]:
         cur.execute(
@@ -376,15 +429,35 @@ class _Procrastinate(_Peer):
             "PEER_BENCH_POOL": str(PROCRASTINATE_SETTINGS["concurrency"] + 4),
         }
 
-    def enqueue_command(self, shape: str, n_tasks: int, workers: int) -> list[str]:
-        return _app_command("procrastinate_app", "enqueue", "--shape", shape, "--tasks", str(n_tasks))
+    def enqueue_command(self, shape: str, n_tasks: int, how: _Enqueue | None = None) -> list[str]:
+        command = _app_command("procrastinate_app", "enqueue", "--shape", shape, "--tasks", str(n_tasks))
+        if how is not None:
+            command += ["--checked", "--first", str(how.first)]
+            command += [] if how.setup else ["--skip-setup"]
+            command += ["--one-by-one"] if how.one_by_one else []
+            command += ["--window-file", str(how.window_file)] if how.window_file else []
+        return command
 
-    def worker_command(self, index: int, go_file: Path) -> list[str]:
-        return _app_command(
+    def worker_command(self, index: int, go_file: Path | None) -> list[str]:
+        command = _app_command(
             "procrastinate_app", "worker", "--concurrency", str(PROCRASTINATE_SETTINGS["concurrency"]),
-            "--go-file", str(go_file),
             "--polling-interval", str(PROCRASTINATE_SETTINGS["fetch_job_polling_interval"]),
         )  # fmt: skip
+        return command + (["--go-file", str(go_file)] if go_file else [])
+
+    def served(self, cur: Any) -> int:
+        cur.execute("SELECT count(DISTINCT worker_id) FROM procrastinate_jobs WHERE status = 'succeeded'")
+        return int(cur.fetchone()[0])
+
+    def verify(self, db: str, shape: str, expected: int) -> None:
+        bad = _query(db, "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'")[0][0]
+        results = _query(db, "SELECT task, (timings->>'d')::int FROM peer_results")
+        # the checked tasks' final result: chain n + 3, diamond (n + 1) + (n + 2)
+        wrong = [t for t, d in results if d != (t + 3 if shape == "chain" else 2 * t + 3)]
+        if bad or wrong or len(results) != expected:
+            raise RuntimeError(
+                f"expected {expected} results: {len(results)} found, {len(wrong)} wrong, {bad} jobs not succeeded"
+            )
 
     def progress(self, cur: Any) -> tuple[int, int]:
         cur.execute(
@@ -405,7 +478,7 @@ def _run_one(peer: _Peer, shape: str, workers: int, n_tasks: int, pg_dsn: str) -
         with _fresh_database(pg_dsn, peer.dbname) as db:
             peer.db = db
             env = peer.env(db)
-            _run_setup(peer.enqueue_command(shape, n_tasks, workers), env, timeout=START_TIMEOUT_S)
+            _run_setup(peer.enqueue_command(shape, n_tasks), env, timeout=START_TIMEOUT_S)
             pool = _Workers(workdir)
             try:
                 go_file = workdir / "go"
@@ -440,6 +513,159 @@ def _wait_drained(peer: _Peer, db: str, pool: _Workers, n_tasks: int) -> None:
                 time.sleep(POLL_S)
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- the user-faithful harness
+
+WARM_FIRST = 1_000_000  # warm-up tasks are numbered from here, the measured ones from 0
+WARM_ROUNDS = 10
+
+
+def _peer(system: str) -> _Peer:
+    return {"dbos": _Dbos, "procrastinate": _Procrastinate}[system]()
+
+
+def run_user(
+    system: str,
+    shape: str,
+    workers: int,
+    n_tasks: int,
+    pg_dsn: str = DEFAULT_DSN,
+    poll_s: float = 0.005,
+    settle_s: float = STATS_SETTLE_S,
+    ceiling: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One run as a user would see it: workers started and warm, the enqueue inside the window.
+
+    1. a fresh database, the peer's schema and the queue (an enqueue of 0 tasks);
+    2. the worker processes, started and launched (each prints ``ready`` once it is);
+    3. warm-up rounds of one checked task per worker, until every worker ran one (DBOS: the
+       ``executor_id`` of the finished workflows; Procrastinate: the jobs' ``worker_id``), at
+       most ``WARM_ROUNDS``, each waited for until done;
+    4. a separate enqueuer process, started now (after the workers are warm): it imports and
+       connects, then enqueues the N checked tasks, one call per task (one caller), and writes
+       the ``time.time()`` of its first call and of its last return. The window opens at that
+       first call; the bench waits for the file (checking only that it exists) and then polls the
+       database every ``poll_s`` until every task's final step is recorded, which closes it;
+    5. every task must have ended right (``_Peer.verify``), or the run raises.
+
+    CPU and WAL fsyncs are read as for teamflow (``measure.py``): ``settle_s`` after the
+    warm-up, and the fsyncs again once the workers and the enqueuer have exited. ``ceiling``
+    (the commit ceilings, measured during that wait) goes into the result as ``ceilings``.
+    """
+    peer = _peer(system)
+    workdir = Path(tempfile.mkdtemp(prefix=f"peers-user-{system}-"))
+    try:
+        with _fresh_database(pg_dsn, peer.dbname) as db:
+            peer.db = db
+            env = peer.env(db)
+            _run_setup(peer.enqueue_command(shape, 0, _Enqueue(setup=True)), env, timeout=START_TIMEOUT_S)
+            pool = _Workers(workdir)
+            with contextlib.closing(Probe([], pg_dsn)) as probe:
+                try:
+                    for index in range(workers):
+                        pool.start(peer.worker_command(index, None), env, f"worker-{index}")
+                    pool.wait_ready(START_TIMEOUT_S)
+                    warm_tasks, warm = _warm_up(peer, db, pool, shape, workers, env)
+                    probe.pids = pool.pids
+                    started = time.perf_counter()
+                    limits = ceiling() if ceiling is not None else {}
+                    # the warm-up's (and the ceilings') WAL statistics published (measure.py)
+                    time.sleep(max(0.0, settle_s - (time.perf_counter() - started)))
+                    before = probe.read()
+                    first, created, end = _timed_enqueue(
+                        peer, db, pool, shape, n_tasks, warm_tasks, env, workdir, poll_s
+                    )
+                    after = probe.read()
+                finally:
+                    pool.stop()  # before the database is dropped under them
+                after.wal_sync = probe.wal_sync_after_exit()
+            peer.verify(db, shape, warm_tasks + n_tasks)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    window = end - first
+    return {
+        "steps_per_s": STEPS_PER_TASK * n_tasks / window,
+        "create_per_s": n_tasks / (created - first),
+        "window_s": window,
+        **usage(before, after, n_tasks),
+        "warm": warm,
+        "ceilings": limits,
+    }
+
+
+def _wait_done(peer: _Peer, cur: Any, pool: _Workers, expected: int, poll_s: float) -> float:
+    """Poll until ``expected`` tasks finished; the ``time.time()`` of the poll that saw it."""
+    deadline = time.monotonic() + _drain_timeout(expected)
+    while True:
+        done, failed = peer.progress(cur)
+        if failed:
+            raise RuntimeError(f"{failed} tasks or jobs failed")
+        if done >= expected:
+            return time.time()
+        pool.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out with {done} of {expected} tasks done")
+        time.sleep(poll_s)
+
+
+def _warm_up(
+    peer: _Peer, db: str, pool: _Workers, shape: str, workers: int, env: dict[str, str]
+) -> tuple[int, str]:
+    """Rounds of one checked task per worker until every worker ran one; (tasks, summary)."""
+    tasks = served = rounds = 0
+    conn = psycopg2.connect(db)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while rounds < WARM_ROUNDS and served < workers:
+                rounds += 1
+                how = _Enqueue(first=WARM_FIRST + tasks)
+                _run_setup(peer.enqueue_command(shape, workers, how), env, timeout=START_TIMEOUT_S)
+                tasks += workers
+                _wait_done(peer, cur, pool, tasks, POLL_S)
+                served = peer.served(cur)
+    finally:
+        conn.close()
+    return tasks, f"{served}/{workers} in {rounds}"
+
+
+def _timed_enqueue(
+    peer: _Peer, db: str, pool: _Workers, shape: str, n_tasks: int, warm_tasks: int,
+    env: dict[str, str], workdir: Path, poll_s: float,
+) -> tuple[float, float, float]:  # fmt: skip
+    """(first enqueue call, last enqueue return, last task done), all ``time.time()``."""
+    window_file = workdir / "window.json"
+    log = workdir / "enqueuer.log"
+    command = peer.enqueue_command(shape, n_tasks, _Enqueue(first=0, window_file=window_file))
+    conn = psycopg2.connect(db)
+    with open(log, "wb") as out:
+        enqueuer = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S + _drain_timeout(n_tasks)
+        while not window_file.exists():
+            if enqueuer.poll() is not None and not window_file.exists():
+                raise RuntimeError(f"enqueuer exited with {enqueuer.returncode}: {_tail(log)}")
+            pool.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the enqueuer did not finish: {_tail(log)}")
+            time.sleep(poll_s)
+        window = json.loads(window_file.read_text())
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            end = _wait_done(peer, cur, pool, warm_tasks + n_tasks, poll_s)
+        return float(window["first"]), float(window["last"]), end
+    finally:
+        conn.close()
+        if enqueuer.poll() is None:
+            try:
+                enqueuer.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(enqueuer.pid, signal.SIGKILL)
+                enqueuer.wait(timeout=10)
 
 
 def _installed(module: str) -> str | None:

@@ -1,20 +1,53 @@
-"""teamflow benchmarks: `nox -s bench [-- SECTION ...] [--tasks N] [--repeat R]`.
+"""teamflow benchmarks: `nox -s bench [-- SECTION ...] [OPTIONS]` (or `python benchmarks/run.py ...`).
 
-Sections (default: all but the long peer comparison, which `peers` adds):
+Sections (default: startup resolve sqlite pg user http; `peers` and `http-python` on request):
   startup  host start-up with the three team plugins + 200 generated plugin
            distributions holding 2,000 workflow versions; RSS
   resolve  Registry.resolve() latency on a registry of 10,000 versions
   sqlite   N tasks (4-step chain and diamond, no-op steps) through execute_sync in one
            process (FULL and NORMAL; 1, 8 and 32 caller threads; median of R runs, each also
-           as a share of the commit ceiling measured just before it), and execute_async
-           drained by 1 and 2 worker processes
+           as a share of the commit ceiling measured just before it), and the drain only
+           figure: N tasks stored first, then drained by 1 and 2 worker processes, timed from
+           the first step's start to the last step's end
   pg       the same drain on PostgreSQL (TEAMFLOW_BENCH_POSTGRES_URL, default local test db)
            (workers run `--concurrency 32`, TEAMFLOW_BENCH_CONCURRENCY: no-op steps wait on
            the database, not the CPU, so more steps in flight means bigger group commits)
-  peers    DBOS and Procrastinate on the same PostgreSQL, plus commit ceilings
-  http     POST /workflows/execute and GET /tasks/{id} under 50 concurrent clients
+  user     what users feel (benchmarks/user_bench.py): worker processes
+           (`python -m teamflow.cli worker --concurrency C`) started and warm first, then the
+           clock runs from the first execute_async to the poll that sees the last task
+           completed, so creating the tasks is inside the window; steps check the result they
+           receive; creation by one caller, 8 caller threads, or Host.execute_many batches of
+           1,000; N tasks x shapes x workers x concurrency x creation modes, on the databases
+           named among the sections (`user pg`, `user sqlite`; both when neither is named:
+           SQLite FULL with the workers sharing the file, PostgreSQL with a schema per run),
+           every configuration once per round, R rounds interleaved, medians and per-round
+           ratios (x best peer, x fewer workers, x commit ceiling), CPU and WAL fsyncs per
+           task; plus a creation-only micro-bench (no workers) against the commit ceilings
+           (psycopg2 BEGIN/INSERT/COMMIT and pgbench 1 client; SQLite FULL single-row
+           commits), which are measured each round and printed beside the figures
+  peers    DBOS 3.4.0 and Procrastinate 3.10.0 on the same PostgreSQL (benchmarks/peers_pg.py):
+           the drain only comparison (--peer-tasks, beside teamflow's pg drain), and the same
+           harness as `user` (workers warm first, a separate one-caller enqueuer process
+           started after them, its enqueue inside the window, checked steps, 1 and 2 workers,
+           each peer's tuned settings); with `user` they run in the same rounds and give the
+           x_best_peer column
+  http     `teamflow serve` on SQLite FULL driven by wrk (benchmarks/http_wrk.py): --workers 0
+           (API only) then --workers 2; GET /health/live (the floor), POST /workflows/execute
+           (async), GET /tasks/{id}, GET /tasks, one at a time; req/s, p50/p99, errors and the
+           ratios to the floor; with embedded workers, the backlog drain after the POST load
+  http-python  the former http section: a Python client (httpx) on the same cores
 
-Every figure comes from this run on this machine; ratios are computed within the run.
+Options:
+  --tasks N[,N...]    tasks per run (default 2000; user and its peers: 500,5000)
+  --repeat R          rounds of user/peers (and runs of each in-process sqlite case), default 3
+  --peer-tasks N      tasks of the drain only peer runs (500)
+  user: --workers 1,2,4  --concurrency 4 (e.g. 4,32)  --shapes chain,diamond
+        --modes one,threads8,many  --poll-ms 5 (task-count polling)  --create-tasks 2000
+        (creation-only runs)  --ceiling-seconds 3 (each PostgreSQL ceiling)  --wal-settle-s 11
+  http: --seconds 15  --connections 50  --threads 2
+
+Every figure comes from this run on this machine; ratios are computed within the run (within
+each round for `user`). A run that cannot happen says why in its row.
 """
 
 from __future__ import annotations
@@ -32,42 +65,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
-PY = sys.executable
-PG_URL = os.environ.get("TEAMFLOW_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def table(title: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    print(f"\n== {title}")
-    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
-    fmt = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, fmt, strict=True)))
-    for r in rows:
-        print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(cols, fmt, strict=True)))
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3f}"
-    return "" if v is None else str(v)
-
-
-def install_dist(site: Path, dist: str, entry_point: str) -> None:
-    info = site / f"{dist.replace('-', '_')}-1.0.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0.0\n")
-    (info / "entry_points.txt").write_text(f"[teamflow.plugins]\n{entry_point}\n")
-    (info / "RECORD").write_text("")
-
-
-def env_with(site: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMFLOW_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(HERE)])
-    env.update(extra)
-    return env
-
+import http_wrk
+import user_bench
+from common import (
+    HERE,
+    PG_URL,
+    PY,
+    env_with,
+    install_dist,
+    ints,
+    median,
+    pg_schema,
+    sqlite_ceiling,
+    table,
+    words,
+)
+from measure import STATS_SETTLE_S
 
 # -- start-up ----------------------------------------------------------------------------------
 
@@ -283,7 +296,14 @@ def _drain(url: str, shape: str, n: int, workers: int, site: Path, tmp: Path) ->
     env = env_with(site, TEAMFLOW_DATABASE_URL=url, TEAMFLOW_POLL_INTERVAL_S="0.2")
     procs = [
         subprocess.Popen(
-            [PY, "-m", "teamflow.cli", "worker", "--concurrency", os.environ.get("TEAMFLOW_BENCH_CONCURRENCY", "32")],
+            [
+                PY,
+                "-m",
+                "teamflow.cli",
+                "worker",
+                "--concurrency",
+                os.environ.get("TEAMFLOW_BENCH_CONCURRENCY", "32"),
+            ],
             env=env,
             cwd=tmp,
             stdout=subprocess.DEVNULL,
@@ -328,35 +348,6 @@ def _drain(url: str, shape: str, n: int, workers: int, site: Path, tmp: Path) ->
     }
 
 
-def sqlite_ceiling(tmp: Path, synchronous: str) -> float:
-    """Single-row INSERT+COMMIT transactions per second on this disk, WAL, with ``synchronous``.
-
-    The engine's goals are stated against these (a step costs at least one commit unless
-    commits are shared), so the sqlite table prints steps/s as a share of the ceiling
-    measured just before each run: this machine's speed drifts within minutes.
-    """
-    import sqlite3
-
-    count = 2000 if synchronous == "FULL" else 20000
-    path = tmp / f"ceiling-{uuid.uuid4().hex[:6]}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=wal")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    t0 = time.perf_counter()
-    for _ in range(count):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t (v) VALUES ('x')")
-        conn.execute("COMMIT")
-    ceiling = count / (time.perf_counter() - t0)
-    conn.close()
-    return ceiling
-
-
-def _median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
 def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[str, Any]]:
     site = tmp / "bench-site"
     install_dist(site, "teamflow-bench", "bench = benchplugin")
@@ -382,13 +373,13 @@ def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[
                             "shape": shape,
                             "tasks": n,
                             "runs": repeat,
-                            "steps_per_s": _median(runs),
+                            "steps_per_s": median(runs),
                             "min": min(runs),
                             "max": max(runs),
-                            "ceiling_commits_per_s": _median(ceilings),
+                            "ceiling_commits_per_s": median(ceilings),
                             # each run against the ceiling measured just before it; the goals:
                             # FULL 4,000 of ~5,900 commits/s, NORMAL 8,000 of ~100,000
-                            "steps_per_ceiling_commit": _median(shares),
+                            "steps_per_ceiling_commit": median(shares),
                             "goal": 4000 / 5900 if synchronous == "FULL" else 8000 / 100000,
                             "failed": bad,
                         }
@@ -399,14 +390,15 @@ def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[
                 url = f"sqlite:///{tmp}/drain-{uuid.uuid4().hex[:6]}.db"
                 r = _drain(url, shape, n, workers, site, tmp)
             else:
-                url, cleanup = _pg_schema()
+                url, cleanup = pg_schema()
                 try:
                     r = _drain(url, shape, n, workers, site, tmp)
                 finally:
                     cleanup()
             rows.append(
                 {
-                    "mode": f"async, {workers} worker proc",
+                    "mode": f"drain only, {workers} worker proc",
+                    "workers": workers,
                     "sync": "FULL" if backend == "sqlite" else "pg",
                     "shape": shape,
                     "tasks": r["tasks"],
@@ -420,39 +412,30 @@ def bench_engine(tmp: Path, n: int, backend: str, repeat: int = 3) -> list[dict[
                     "worker_rss_mb": r["rss"],
                 }
             )
-    table(f"engine on {backend}: {n} tasks of 4 no-op steps", rows)
+    table(
+        f"engine on {backend}: {n} tasks of 4 no-op steps",
+        rows,
+        [
+            "drain only: tasks stored before the workers start, timed from the first step's start to the last "
+            "step's end (worker start-up and creation are not in it; the user section measures those)",
+        ],
+    )
     return rows
 
 
-def _pg_schema() -> tuple[str, Any]:
-    import psycopg2
-
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE SCHEMA {schema}")
-
-    def cleanup() -> None:
-        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
-        conn.close()
-
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}schema={schema}", cleanup
-
-
-def bench_peers(n: int, ours: list[dict[str, Any]]) -> None:
+def bench_peers(n: int, ours: list[dict[str, Any]], repeat: int) -> None:
     try:
         import peers_pg
     except ImportError as exc:
         print(f"\n== peers: not available ({exc})")
         return
-    rows = peers_pg.run_peers(n_tasks=n, pg_dsn=PG_URL)
+    rows = peers_pg.run_peers(n_tasks=n, pg_dsn=PG_URL, repeats=max(1, repeat))
     ceilings = peers_pg.ceilings(pg_dsn=PG_URL)
     combined = [
         {
             "system": "teamflow",
             "shape": r["shape"],
-            "workers": int(r["mode"].split(",")[1].split()[0]),
+            "workers": r["workers"],
             "tasks_per_s": r["tasks_per_s"],
             "steps_per_s": r["steps_per_s"],
             # the peers' latency leaves each task's first step out (its wait is the backlog)
@@ -476,7 +459,8 @@ def bench_peers(n: int, ours: list[dict[str, Any]]) -> None:
             else None
         )
     table(
-        "PostgreSQL: teamflow vs peers (steps/s as a ratio to the best peer and to pgbench)",
+        "drain only: tasks stored before the workers start -- PostgreSQL, teamflow vs peers "
+        "(steps/s as a ratio to the best peer and to pgbench)",
         [
             {
                 k: r.get(k)
@@ -499,43 +483,101 @@ def bench_peers(n: int, ours: list[dict[str, Any]]) -> None:
     table("commit ceilings (one connection, single-row INSERT+COMMIT)", [ceilings])
 
 
-def bench_http() -> None:
+def bench_http_python() -> None:
     try:
         import http_bench
     except ImportError as exc:
-        print(f"\n== http: not available ({exc})")
+        print(f"\n== http-python: not available ({exc})")
         return
     result = http_bench.run(seconds=20, clients=50)
     rows = result if isinstance(result, list) else [result]
-    table("HTTP: 50 concurrent clients for 20 s", rows)
+    table(
+        "HTTP with a Python client (httpx, 50 clients for 20 s, on the server's own cores: a floor, "
+        "not what the server serves; the `http` section uses wrk)",
+        rows,
+    )
+
+
+DEFAULT_SECTIONS = ["startup", "resolve", "sqlite", "pg", "user", "http"]
+SECTIONS = [*DEFAULT_SECTIONS, "peers", "http-python"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sections", nargs="*", default=["startup", "resolve", "sqlite", "pg", "http"])
-    parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--peer-tasks", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each in-process SQLite case (median)")
+    parser.add_argument("sections", nargs="*", default=DEFAULT_SECTIONS, choices=SECTIONS, metavar="SECTION")
+    parser.add_argument("--tasks", type=ints, help="N[,N...] tasks per run (default 2000; user: 500,5000)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (user, peers) / runs (sqlite); medians")
+    parser.add_argument("--peer-tasks", type=int, default=500, help="tasks of the drain-only peer runs")
+    user = parser.add_argument_group("user (and the peers' user-faithful runs)")
+    user.add_argument("--workers", type=ints, default=[1, 2, 4], help="worker processes (default 1,2,4)")
+    user.add_argument("--concurrency", type=ints, default=[4], help="each worker's --concurrency (default 4)")
+    user.add_argument("--shapes", type=words, default=["chain", "diamond"], help="chain,diamond")
+    user.add_argument("--modes", type=words, default=["one", "threads8", "many"], help="one,threads8,many")
+    user.add_argument("--poll-ms", type=float, default=5.0, help="task-count polling interval (default 5)")
+    user.add_argument("--create-tasks", type=int, default=2000, help="tasks per creation-only run (2000)")
+    user.add_argument("--ceiling-seconds", type=float, default=3.0, help="per PostgreSQL ceiling (3)")
+    user.add_argument(
+        "--wal-settle-s",
+        type=float,
+        default=STATS_SETTLE_S,
+        help="PostgreSQL: wait after the warm-up so its WAL statistics are published (11; 0 skips, and "
+        "wal_syncs_per_task then may hold up to 10 s of the warm-up's)",
+    )
+    http = parser.add_argument_group("http (wrk)")
+    http.add_argument("--seconds", type=float, default=15.0, help="wrk duration per route (default 15)")
+    http.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
+    http.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
+    unknown = [m for m in args.modes if m not in user_bench.MODES]
+    if unknown:
+        parser.error(f"unknown creation mode(s) {', '.join(unknown)}; known: {', '.join(user_bench.MODES)}")
+    sections = set(args.sections)
+    # SIGTERM unwinds like Ctrl-C, so the try/finally blocks stop every worker and server.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     tmp = Path(tempfile.mkdtemp(prefix="teamflow-bench-"))
     print(f"teamflow bench: {os.cpu_count()} cpus, python {sys.version.split()[0]}, tmp {tmp}")
+    site = tmp / "bench-site"
+    install_dist(site, "teamflow-bench", "bench = benchplugin")
     try:
-        if "startup" in args.sections:
+        if "startup" in sections:
             bench_startup(tmp)
-        if "resolve" in args.sections:
+        if "resolve" in sections:
             bench_resolve()
-        if "sqlite" in args.sections:
-            bench_engine(tmp, args.tasks, "sqlite", max(1, args.repeat))
-        pg_rows: list[dict[str, Any]] = []
-        if "pg" in args.sections or "peers" in args.sections:
-            pg_rows = bench_engine(tmp, args.tasks if "pg" in args.sections else args.peer_tasks, "pg")
-        if "peers" in args.sections:
-            bench_peers(args.peer_tasks, [r for r in pg_rows if r["mode"].startswith("async")])
-        if "http" in args.sections:
-            bench_http()
+        for n in args.tasks or [2000]:
+            if "sqlite" in sections:
+                bench_engine(tmp, n, "sqlite", max(1, args.repeat))
+        pg_rows: dict[int, list[dict[str, Any]]] = {}
+        if "pg" in sections:
+            for n in args.tasks or [2000]:
+                pg_rows[n] = bench_engine(tmp, n, "pg")
+        if "peers" in sections:  # the drain only comparison: teamflow's pg drain of the same N
+            ours = pg_rows.get(args.peer_tasks) or bench_engine(tmp, args.peer_tasks, "pg")
+            bench_peers(args.peer_tasks, [r for r in ours if r["mode"].startswith("drain only")], args.repeat)
+        if "user" in sections or "peers" in sections:
+            dbs = [db for db in ("sqlite", "pg") if db in sections] or ["sqlite", "pg"]
+            user_bench.bench_user(
+                tmp,
+                site,
+                dbs=dbs if "user" in sections else ["pg"],
+                shapes=args.shapes,
+                sizes=args.tasks or [500, 5000],
+                worker_counts=args.workers,
+                concurrencies=args.concurrency,
+                modes=args.modes,
+                repeat=max(1, args.repeat),
+                poll_s=args.poll_ms / 1000,
+                create_tasks=args.create_tasks,
+                ceiling_s=args.ceiling_seconds,
+                settle_s=args.wal_settle_s,
+                with_peers="peers" in sections,
+                with_teamflow="user" in sections,
+            )
+        if "http" in sections:
+            http_wrk.bench_http(tmp, args.seconds, args.connections, args.threads)
+        if "http-python" in sections:
+            bench_http_python()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
