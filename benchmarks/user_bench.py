@@ -161,7 +161,7 @@ def _create_threaded(host: Any, batch: Sequence[Any]) -> tuple[float, float]:
         except BaseException as exc:
             errors.append(exc)
         finally:
-            host.store.db.close()  # give this thread's connection back
+            host.store.reset()  # drop this thread's connection (SQLite: one per thread)
 
     threads = [threading.Thread(target=caller, args=(share,)) for share in shares]
     for thread in threads:
@@ -323,9 +323,7 @@ def run_user(
 
 def _close_connections(host: Any) -> None:
     """Close every pooled connection of the bench host (the next statement reconnects)."""
-    close_all = getattr(host.store.db, "close_all", None)
-    if close_all is not None:
-        close_all()
+    host.store.disconnect()
 
 
 def _timeout(tasks: int) -> float:

@@ -61,9 +61,9 @@ def loaded(tmp_path: Path, document: dict[str, Any] | None = None, **env: str) -
 # -- one test per coercion the issue found ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["conflict_resolvers", "auth_tokens"])
+@pytest.mark.parametrize("key", ["conflict_resolvers"])
 def test_a_string_is_never_split_into_a_list(tmp_path: Path, key: str) -> None:
-    """``auth_tokens = "secret"`` was six one-letter tokens; ``conflict_resolvers = "dist"`` four names."""
+    """``conflict_resolvers = "dist"`` was four names."""
     error = refused(tmp_path, {key: "secret-but-long-enough"})
     assert f"teamflow.toml: {key} must be a list of" in error.detail
     assert "a string, which is never split into a list" in error.detail
@@ -115,19 +115,23 @@ def test_env_unrecognised_boolean_is_refused(tmp_path: Path, text: str) -> None:
     assert error.facts == {"variable": "TEAMFLOW_STRICT", "key": "strict"}
 
 
-@pytest.mark.parametrize(
-    "tokens", [[""], ["   "], ["sh0rt"], ["  p4dded-but-long-enough  "], ["x" * 16, 12345]]
-)
-def test_an_empty_or_short_auth_token_is_refused(tmp_path: Path, tokens: list[Any]) -> None:
-    """``auth_tokens = [""]`` accepted an empty bearer token; every token is now >= 16 characters,
-    without surrounding whitespace, and never shown in the error."""
-    error = refused(tmp_path, {"auth_tokens": tokens})
-    assert "auth_tokens must be a list of bearer tokens of at least 16 characters" in error.detail
-    assert "got <hidden>" in error.detail
-    for token in tokens:
-        if isinstance(token, str) and token.strip():
-            assert token.strip() not in error.detail
-    assert loaded(tmp_path, {"auth_tokens": ["x" * 16, "y" * 40]}).auth_tokens == ("x" * 16, "y" * 40)
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_the_retired_auth_tokens_key_is_refused_with_the_way_to_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A shared list of secrets gave every holder every namespace: the key is refused (never
+    ignored), points to ``teamflow tokens create --scope admin``, and never echoes its value."""
+    secret = "s3cret-s3cret-s3cret"
+    if where == "file":
+        error = refused(tmp_path, {"auth_tokens": [secret]})
+    else:
+        monkeypatch.chdir(tmp_path)  # no teamflow.toml here
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, env={"TEAMFLOW_AUTH_TOKENS": secret})
+        error = caught.value
+    assert "auth_tokens is no longer read" in error.detail
+    assert "teamflow tokens create --name NAME --namespace '*' --scope admin" in error.detail
+    assert secret not in error.detail and error.facts["key"] == "auth_tokens"
 
 
 @pytest.mark.parametrize("key", ["lease_s", "poll_interval_s", "retry_base_s", "retry_max_s"])
@@ -405,7 +409,9 @@ DEFAULTS = {
     "sqlite_synchronous": "FULL",
     "sqlite_wal_autocheckpoint": 10_000,
     "conflict_resolvers": (),
-    "auth_tokens": (),
+    "auth": False,
+    "token_expires_s": 90 * 86400.0,
+    "session_idle_s": 1800.0,
     "owner_pins": {},
     "default_versions": {},
     "namespaces": {},
@@ -443,10 +449,6 @@ def resolvers(value: Any) -> Any:
     return tuple(dist(n) for n in value) if strings(value, DISTRIBUTION.fullmatch) else BAD
 
 
-def tokens(value: Any) -> Any:
-    return tuple(value) if strings(value, lambda t: t == t.strip() and len(t) >= 16) else BAD
-
-
 def url(value: Any) -> Any:
     ok = (
         type(value) is str
@@ -469,6 +471,7 @@ def pins(value: Any) -> Any:
 TOML_RULES: dict[str, Any] = {
     "database_url": url,
     "strict": lambda v: v if type(v) is bool else BAD,
+    "auth": lambda v: v if type(v) is bool else BAD,
     "log_format": lambda v: v if v in ("text", "json") and type(v) is str else BAD,
     "log_level": lambda v: v.upper() if type(v) is str and v.isascii() and v.upper() in LEVELS else BAD,
     "lease_s": seconds(0, 86400, True),
@@ -476,13 +479,14 @@ TOML_RULES: dict[str, Any] = {
     "retry_base_s": seconds(0, 86400, False),
     "retry_max_s": seconds(0, 86400, False),
     "max_wait_s": seconds(0, 3600, True),
+    "token_expires_s": seconds(0, 315_360_000, True),
+    "session_idle_s": seconds(0, 86400, True),
     "shutdown_grace_s": seconds(0, 3600, False),
     "sqlite_synchronous": lambda v: (
         v.upper() if type(v) is str and v.isascii() and v.upper() in ("FULL", "NORMAL") else BAD
     ),
     "sqlite_wal_autocheckpoint": wal,
     "conflict_resolvers": resolvers,
-    "auth_tokens": tokens,
     "owner_pins": pins,
 }
 
@@ -546,6 +550,7 @@ def then(read: Any, rule: Any) -> Any:
 ENV_RULES: dict[str, Any] = {
     "database_url": url,
     "strict": env_boolean,
+    "auth": env_boolean,
     "log_format": TOML_RULES["log_format"],
     "log_level": TOML_RULES["log_level"],
     "sqlite_synchronous": TOML_RULES["sqlite_synchronous"],
@@ -554,10 +559,11 @@ ENV_RULES: dict[str, Any] = {
     "retry_base_s": then(env_number, TOML_RULES["retry_base_s"]),
     "retry_max_s": then(env_number, TOML_RULES["retry_max_s"]),
     "max_wait_s": then(env_number, TOML_RULES["max_wait_s"]),
+    "token_expires_s": then(env_number, TOML_RULES["token_expires_s"]),
+    "session_idle_s": then(env_number, TOML_RULES["session_idle_s"]),
     "shutdown_grace_s": then(env_number, TOML_RULES["shutdown_grace_s"]),
     "sqlite_wal_autocheckpoint": then(env_integer, wal),
     "conflict_resolvers": then(env_list, resolvers),
-    "auth_tokens": then(env_list, tokens),
     "owner_pins": then(env_pairs, pins),
 }
 
@@ -672,13 +678,13 @@ def within(low: float, high: float, low_open: bool) -> Any:
 # Values each key takes, so that whole configurations are often accepted; the few "wild"
 # entries of an example draw from anything instead.
 NAMES = st.lists(st.sampled_from(["teamflow-x", "A.b_c", "z9", "Teamflow_Payments"]), max_size=3)
-TOKENS = st.lists(st.sampled_from(["x" * 16, "tf_" + "a" * 29, "with inner space!"]), max_size=2)
 PINS = st.dictionaries(
     st.sampled_from(["payments", "inventory", "a1_b"]), st.sampled_from(["teamflow-x", "X.y"])
 )
 TAME_TOML: dict[str, Any] = {
     "database_url": st.sampled_from(["sqlite:///x.db", "sqlite://", "sqlite:", "postgres://u:pw@h/db"]),
     "strict": st.booleans(),
+    "auth": st.booleans(),
     "log_format": st.sampled_from(["text", "json"]),
     "log_level": st.sampled_from(["debug", "INFO", "Warning", "critical", "TRACE"]),
     "lease_s": within(0, 86400, True),
@@ -686,48 +692,54 @@ TAME_TOML: dict[str, Any] = {
     "retry_base_s": within(0, 86400, False),
     "retry_max_s": within(0, 86400, False),
     "max_wait_s": within(0, 3600, True),
+    "token_expires_s": within(0, 315_360_000, True),
+    "session_idle_s": within(0, 86400, True),
     "shutdown_grace_s": within(0, 3600, False),
     "sqlite_synchronous": st.sampled_from(["full", "NORMAL", "Normal"]),
     "sqlite_wal_autocheckpoint": st.integers(100, 10_000_000),
     "conflict_resolvers": NAMES,
-    "auth_tokens": TOKENS,
     "owner_pins": PINS,
 }
 TAME_ENV: dict[str, Any] = {
     **TAME_TOML,
     "strict": st.sampled_from(["true", " Off ", "1", "no", "YES", "on\n"]),
+    "auth": st.sampled_from(["true", " Off ", "1", "no", "YES", "on\n"]),
     "lease_s": within(0, 86400, True).map(repr),
     "poll_interval_s": within(0, 3600, True).map(repr),
     "retry_base_s": within(0, 86400, False).map(repr),
     "retry_max_s": within(0, 86400, False).map(repr),
     "max_wait_s": within(0, 3600, True).map(repr),
+    "token_expires_s": within(0, 315_360_000, True).map(repr),
+    "session_idle_s": within(0, 86400, True).map(repr),
     "shutdown_grace_s": within(0, 3600, False).map(repr),
     "sqlite_wal_autocheckpoint": st.integers(100, 10_000_000).map(str),
     "conflict_resolvers": NAMES.map(", ".join),
-    "auth_tokens": TOKENS.map(",".join),
     "owner_pins": PINS.map(lambda pins: ",".join(f"{k}={v}" for k, v in pins.items())),
 }
 # The edges of each rule, which random values seldom hit.
 EDGES_TOML: dict[str, list[Any]] = {
     "database_url": ["sqlite:/", "sqlite:///", " sqlite://", "postgresql:/h", "SQLITE:///x.db"],
     "strict": ["true", 1, 0],
+    "auth": ["true", 1, 0],
     "log_format": ["Text", "json "],
     "log_level": ["\u0131nfo", "info ", "Info", "WARN"],
     "lease_s": [0, 0.0, -0.0, 5e-324, 86400, 86400.00001, 86401],
     "poll_interval_s": [0, -0.0, 5e-324, 3600, 3600.0000001, 3601],
     "max_wait_s": [0, 3600, 3601, math.nan],
+    "token_expires_s": [0, 1, 315_360_000, 315_360_001, math.inf],
+    "session_idle_s": [0, 86400, 86401, -1],
     "shutdown_grace_s": [0, -1, 3600, 3601],
     "retry_base_s": [-5e-324, 0, -0.0, 86400, 86400.00001],
     "retry_max_s": [-5e-324, 0, 86400, 86401, 2.0**1023],
     "sqlite_synchronous": ["FULL ", "OFF", "normaL", "\u017fynchronous"],
     "sqlite_wal_autocheckpoint": [99, 100, 10_000_000, 10_000_001, 100.0, True],
     "conflict_resolvers": [["\u017f"], ["\u212a"], ["a-"], ["-a"], ["a b"], [" a"], "a", ["a", ["b"]]],
-    "auth_tokens": [["y" * 15], ["y" * 16], [" " + "y" * 16], ["y" * 16 + "\n"], "y" * 16, [16 * 2**60]],
     "owner_pins": [{"payments": ""}, {"payments": "a b"}, {"_x": "d"}, {"payments": ["d"]}, {"p": "\u017f"}],
 }
 EDGES_ENV: dict[str, list[str]] = {
     "database_url": EDGES_TOML["database_url"],
     "strict": ["tru", "y", "2", "", "onn", "\u3000true\u3000", "\u028fes"],
+    "auth": ["tru", "y", "2", "", "onn", "\u3000true\u3000", "\u028fes"],
     "log_format": EDGES_TOML["log_format"],
     "log_level": EDGES_TOML["log_level"],
     "lease_s": [
@@ -747,6 +759,8 @@ EDGES_ENV: dict[str, list[str]] = {
     ],
     "poll_interval_s": ["0", "3600", "3600.0000001", "1e-9", "1_0", " 1 "],
     "max_wait_s": ["0", "60", "inf"],
+    "token_expires_s": ["0", "3600", "315360001", "inf"],
+    "session_idle_s": ["0", "60", "86401"],
     "shutdown_grace_s": ["0", "-1", "10"],
     "retry_base_s": ["-0", "0", "-1e-300", "86400", "inf", "NaN"],
     "retry_max_s": ["0", "86400", "86401", "1e308", "1e309"],
@@ -763,7 +777,6 @@ EDGES_ENV: dict[str, list[str]] = {
         "0100",
     ],
     "conflict_resolvers": ["a,", ",a", "a,,b", " , ", "\u017f", "a b", "a;b"],
-    "auth_tokens": ["y" * 15, "y" * 16, "y" * 16 + ",", "y" * 16 + ", " + "z" * 16, " " + "y" * 16 + " "],
     "owner_pins": ["payments=", "payments=a=b", "=a", "payments = d", "payments=d,", "p=\u017f"],
 }
 KEYS = sorted(DEFAULTS)
@@ -834,8 +847,9 @@ def assert_documented(config: HostConfig) -> None:
     assert all(
         type(n) is str and DISTRIBUTION.fullmatch(n) and n == dist(n) for n in config.conflict_resolvers
     )
-    assert type(config.auth_tokens) is tuple
-    assert all(type(t) is str and t == t.strip() and len(t) >= 16 for t in config.auth_tokens)
+    assert type(config.auth) is bool
+    assert type(config.token_expires_s) is float and 0 < config.token_expires_s <= 315_360_000
+    assert type(config.session_idle_s) is float and 0 < config.session_idle_s <= 86400
     assert all(
         NAME.fullmatch(k) and DISTRIBUTION.fullmatch(v) and v == dist(v) for k, v in config.owner_pins.items()
     )

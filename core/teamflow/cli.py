@@ -298,7 +298,7 @@ def run(
         idempotency_key=idempotency_key,
     )
     if is_async:
-        task_id = host.execute_async(request)
+        task_id = host.accept(request, host.cli_caller()).id
         if as_json:
             _json({"id": task_id, "status": "pending"})
         else:
@@ -418,7 +418,7 @@ def tasks(
 def cancel(ctx: click.Context, task_id: str) -> None:
     """Cancel a task: pending steps and child tasks are cancelled, steps in flight finish."""
     host = _host(ctx)
-    result = host.cancel(task_id, actor="cli")
+    result = host.cancel(task_id, caller=host.cli_caller())
     out.print(f"{result.id} {_styled(result.status)}")
 
 
@@ -429,7 +429,7 @@ def cancel(ctx: click.Context, task_id: str) -> None:
 def retry(ctx: click.Context, task_id: str) -> None:
     """Re-open a failed task's failed steps (attempts reset, history kept)."""
     host = _host(ctx)
-    reopened = host.retry(task_id, actor="cli")
+    reopened = host.retry(task_id, caller=host.cli_caller())
     out.print(
         f"re-opened {', '.join(reopened)} of task {task_id}; a worker will pick them up "
         "(`teamflow worker`, or `teamflow serve`)"
@@ -452,6 +452,7 @@ def resolve(ctx: click.Context, task_id: str, step: str, result: str, actor: str
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"--result: not JSON: {exc}") from None
     host = _host(ctx)
+    # the step records the name given (or the OS user); the audit row, the OS user and host
     task = host.resolve_step(task_id, step, value, actor=actor or getpass.getuser())
     out.print(f"step {escape(step)} of {escape(task_id)} resolved; task is {_styled(task.status)}")
 
@@ -489,14 +490,174 @@ def worker(ctx: click.Context, namespaces: tuple[str, ...], concurrency: int) ->
 @click.option(
     "--workers", default=2, show_default=True, type=click.IntRange(0, 1024), help="embedded worker concurrency (0: none)"
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="listen on a non-loopback address although access control is off (anyone reaching it can do anything)",
+)
 @click.pass_context
 @handle_errors
-def serve(ctx: click.Context, bind: str, port: int, workers: int) -> None:
+def serve(ctx: click.Context, bind: str, port: int, workers: int, insecure: bool) -> None:
     """Run the HTTP API, the admin pages and embedded workers."""
+    import ipaddress
+
+    from loguru import logger
+
     from teamflow.api.server import serve as run_server
 
     host = _host(ctx)
+    if not host.access.enabled():
+        try:
+            loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not insecure:
+            host.close()
+            err.print(Text.assemble(
+                ("error", "red"),
+                f" (insecure): access control is off (no token exists and auth is not set), so anyone reaching "
+                f"{bind}:{port} could read every team's tasks and run anything. Create a token first "
+                "(`teamflow tokens create --name admin --namespace '*' --scope admin`), or pass --insecure "
+                "to serve without access control anyway.",
+            ))
+            sys.exit(2)
+        logger.warning(
+            "access control is OFF: every route answers without a token. Turn it on with "
+            "`teamflow tokens create --name admin --namespace '*' --scope admin` (or auth = true)"
+        )
     run_server(host, bind=bind, port=port, workers=workers)
+
+
+# -- access ----------------------------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """Access tokens: each reaches some namespaces with some scopes (see the README's Access)."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="the token's unique name (shown in audit rows and task histories)")
+@click.option("--namespace", "namespaces", multiple=True, required=True, help="a namespace it reaches ('*': every one); repeatable")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["read", "execute", "operate", "approve", "metrics", "admin"]),
+    help="what it may do; repeatable",
+)
+@click.option("--identity", help="the e-mail it acts as (scope approve: one of the namespace's approvers)")
+@click.option("--expires", help="its lifetime, such as 90d, 12h or 2w (default: the host's token_expires_s)")
+@click.option("--rotate", is_flag=True, help="re-issue an existing token's secret under its name")
+@click.option(
+    "--overlap",
+    default="1h",
+    show_default=True,
+    help="with --rotate: how long the old secret keeps working",
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON (the secret as `secret`)")
+@click.pass_context
+@handle_errors
+def tokens_create(
+    ctx: click.Context,
+    name: str,
+    namespaces: tuple[str, ...],
+    scopes: tuple[str, ...],
+    identity: str | None,
+    expires: str | None,
+    rotate: bool,
+    overlap: str,
+    as_json: bool,
+) -> None:
+    """Create a token and print its secret once (the last line of the output); only its
+    SHA-256 is stored."""
+    from teamflow.tokens import parse_duration
+
+    host = _host(ctx, discover=False)
+    expires_s = parse_duration(expires) if expires else None
+    if rotate:
+        issued = host.reissue_token(name, overlap_s=parse_duration(overlap), expires_s=expires_s, caller=host.cli_caller())
+    else:
+        issued = host.create_token(
+            name, namespaces, scopes, identity=identity, expires_s=expires_s, caller=host.cli_caller()
+        )
+    host.close()
+    if as_json:
+        _json(issued)
+        return
+    t = issued.token
+    err.print(
+        Text(
+            f"token {t.name}: namespaces {', '.join(t.namespaces)}; scopes {', '.join(t.scopes)}; expires "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t.expires_at)) if t.expires_at else 'never'}. "
+            "Its secret follows; it is shown only now:"
+        )
+    )
+    click.echo(issued.secret)
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def tokens_list(ctx: click.Context, as_json: bool) -> None:
+    """Every token with its namespaces, scopes, identity, expiry and last use (never a secret)."""
+    host = _host(ctx, discover=False)
+    listed = host.list_tokens()
+    host.close()
+    if as_json:
+        _json(listed)
+        return
+    table = Table("name", "state", "namespaces", "scopes", "identity", "expires", "last used")
+    for t in listed.tokens:
+        table.add_row(
+            Text(t.name), t.state, Text(", ".join(t.namespaces)), ", ".join(t.scopes), Text(t.identity or "-"),
+            _when(t.expires_at), _when(t.last_used_at),
+        )
+    out.print(table)
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch)) if epoch else "-"
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def tokens_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke a token by name: every host refuses it within seconds; its admin sessions end."""
+    host = _host(ctx, discover=False)
+    token = host.revoke_token(name, host.cli_caller())
+    host.close()
+    out.print(Text(f"token {token.name} revoked"))
+
+
+@main.command("audit")
+@click.option("--namespace", help="only this namespace's rows")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@click.option("--cursor", help="next_cursor from the previous page")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def audit_cmd(ctx: click.Context, namespace: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Who approved, cancelled, retried, resolved, created or revoked what, and refused requests."""
+    host = _host(ctx, discover=False)
+    page = host.audit(namespace=namespace, limit=limit, cursor=cursor)
+    host.close()
+    if as_json:
+        _json(page)
+        return
+    table = Table("when (UTC)", "action", "actor", "namespace", "target", "from", "detail", "count")
+    for r in page.rows:
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.at)), r.action, Text(r.actor), Text(r.namespace or "-"),
+            Text(r.target or "-"), Text(r.address or "-"), Text(r.detail or ""), str(r.count),
+        )
+    out.print(table)
+    if page.next_cursor:
+        out.print(Text(f"more: --cursor {page.next_cursor}"))
 
 
 @main.group()

@@ -69,7 +69,12 @@ class HostConfig:
     # for a WAL file of up to ~40 MB.
     sqlite_wal_autocheckpoint: int = 10_000
     conflict_resolvers: tuple[str, ...] = ()
-    auth_tokens: tuple[str, ...] = ()
+    # Access control on even before a token exists (it is on anyway once one was created).
+    auth: bool = False
+    # How long a token lives when ``teamflow tokens create`` is given no ``--expires``.
+    token_expires_s: float = 90 * 86400.0
+    # An admin page's session ends after this long without a request.
+    session_idle_s: float = 1800.0
     owner_pins: dict[str, str] = attrs.field(factory=dict)
     default_versions: dict[str, str] = attrs.field(factory=dict)
     namespaces: dict[str, NamespaceConfig] = attrs.field(factory=dict)
@@ -283,15 +288,6 @@ def _distributions(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_distribution(name) for name in names)
 
 
-def _tokens(tokens: tuple[str, ...]) -> tuple[str, ...]:
-    for number, token in enumerate(tokens, 1):
-        if token != token.strip():
-            raise _Refused(f"item {number} has surrounding whitespace")
-        if len(token) < 16:
-            raise _Refused(f"item {number} is {len(token)} characters")
-    return tokens
-
-
 def _owner_pins(pins: dict[str, str]) -> dict[str, str]:
     for namespace in pins:
         if not valid_name(namespace):
@@ -385,10 +381,6 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
 
 
-def _hidden(_: Any) -> str:
-    return "<hidden>"
-
-
 def _shown_url(url: Any) -> str:
     if isinstance(url, str):
         # the password in the authority (up to its last "@") and a libpq ?password= parameter
@@ -414,6 +406,13 @@ class _Key:
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _FROM_ENV_LIST = " (from the environment: comma-separated)"
+
+RETIRED = "auth_tokens"
+RETIRED_HELP = (
+    "auth_tokens is no longer read: a shared list of secrets gave every holder every namespace. Remove it and "
+    "create scoped, hashed tokens with `teamflow tokens create --name NAME --namespace '*' --scope admin` "
+    "(see the README's Access section)"
+)
 
 _KEYS: dict[str, _Key] = {
     "database_url": _Key(
@@ -472,12 +471,17 @@ _KEYS: dict[str, _Key] = {
     "conflict_resolvers": _Key(
         tuple[str, ...], "a list of distribution names" + _FROM_ENV_LIST, _env_list, _distributions
     ),
-    "auth_tokens": _Key(
-        tuple[str, ...],
-        "a list of bearer tokens of at least 16 characters, no surrounding whitespace" + _FROM_ENV_LIST,
-        _env_list,
-        _tokens,
-        _hidden,
+    "auth": _Key(
+        bool, "a boolean: true or false (from the environment also 1/0, yes/no, on/off)", _env_boolean
+    ),
+    "token_expires_s": _Key(
+        float,
+        "> 0 seconds and at most 315360000 (10 years; a finite number)",
+        _env_number,
+        _between(0, 315_360_000, low_open=True),
+    ),
+    "session_idle_s": _Key(
+        float, "> 0 seconds and at most 86400 (a finite number)", _env_number, _between(0, 86400, low_open=True)
     ),
     "owner_pins": _Key(
         dict[str, str],
@@ -587,7 +591,11 @@ def load_config(
         raise ConfigError(f"configuration file {file} does not exist (from TEAMFLOW_CONFIG or --config)")
 
     problems: list[_Problem] = []
-    unknown = [key for key in data if key not in _KEYS]
+    retired = [(_Origin(file=source), RETIRED)] if RETIRED in data else []
+    retired += [(_Origin(variable=v), RETIRED) for v in (f"TEAMFLOW_{RETIRED.upper()}",) if v in env]
+    for origin, key in retired:  # its value is never echoed: it held secrets
+        problems.append(_Problem(origin, key, f"{origin}: {RETIRED_HELP}"))
+    unknown = [key for key in data if key not in _KEYS and key != RETIRED]
     if unknown:
         origin = _Origin(file=source)
         line = f"{origin}: unknown keys {', '.join(map(repr, unknown))} (known keys: {', '.join(_KEYS)})"

@@ -27,11 +27,16 @@ class TeamflowError(Exception):
 
     code = "teamflow_error"
     status = 400
+    headers: dict[str, str] | None = None  # for HTTP: WWW-Authenticate, Retry-After
 
     def __init__(self, detail: str, **facts: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.facts = facts
+
+    def with_headers(self, headers: dict[str, str]) -> TeamflowError:
+        self.headers = headers
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.detail, **self.facts}
@@ -127,3 +132,22 @@ class TaskStateError(TeamflowError):
 class StoreError(TeamflowError):
     code = "store_error"
     status = 503
+
+
+class NotAuthenticated(TeamflowError):
+    """No token, or one unknown, revoked or expired: one answer for all four."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(TeamflowError):
+    """A valid token without the scope (or the namespace) the action needs."""
+
+    code = "forbidden"
+    status = 403
+
+
+class TooManyFailures(TeamflowError):
+    code = "too_many_requests"
+    status = 429

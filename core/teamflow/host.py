@@ -18,20 +18,29 @@ import attrs
 from loguru import logger
 
 from teamflow import views
+from teamflow.access import Access, cli_caller
 from teamflow.config import HostConfig, load_config, normalize_distribution
 from teamflow.engine.engine import Created, Engine, Prepared
 from teamflow.engine.events import Events
 from teamflow.engine.group_commit import TaskCommit
 from teamflow.engine.runner import Runner, new_worker_id
-from teamflow.errors import InvalidCursor, NamespaceNotFound, NotApproved, TeamflowError
+from teamflow.errors import (
+    Forbidden,
+    InvalidCursor,
+    NamespaceNotFound,
+    NotApproved,
+    TaskNotFound,
+    TeamflowError,
+)
 from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
 from teamflow.registry.published import definition, policy_dict
 from teamflow.store import Store, open_store
-from teamflow.store.records import NamespaceRecord, TaskFilter, VersionRecord
+from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
+from teamflow.tokens import EXECUTE, Caller
 
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
@@ -57,6 +66,26 @@ def _open(config: HostConfig) -> Store:
         synchronous=config.sqlite_synchronous,
         wal_autocheckpoint=config.sqlite_wal_autocheckpoint,
     )
+
+
+def _actor(caller: Caller | None) -> str | None:
+    return None if caller is None else caller.actor
+
+
+def _may_execute(caller: Caller | None, namespace: str) -> None:
+    principal = caller.principal if caller is not None else None
+    if principal is not None and not principal.may(EXECUTE, namespace):
+        raise Forbidden(
+            f"token {principal.name!r} may not start tasks in namespace {namespace!r} (its namespaces: "
+            f"{', '.join(principal.namespaces)}; its scopes: {', '.join(principal.scopes)}): use a token with "
+            f"scope 'execute' on {namespace!r}",
+            token=principal.name,
+            namespace=namespace,
+        )
+
+
+def _no_task(task_id: str) -> TaskNotFound:
+    return TaskNotFound(f"task {task_id} does not exist", task_id=task_id)
 
 
 class Host:
@@ -104,6 +133,7 @@ class Host:
         self.engine = Engine(self.store, self.registry, self.events, lease_s=config.lease_s, worker_id=self.worker_id)
         self.tasks = TaskCommit(self.store)  # new tasks of concurrent callers share commits
         self.stopping = threading.Event()  # set by a server that began to stop (readiness says so)
+        self.access = Access(self.store, config)  # tokens, sessions, the audit trail
         self._runner: Runner | None = None
         self._runner_lock = threading.Lock()
 
@@ -178,11 +208,12 @@ class Host:
         """
         return self.accept(request).id
 
-    def accept(self, request: TaskRequest) -> views.Accepted:
+    def accept(self, request: TaskRequest, caller: Caller | None = None) -> views.Accepted:
         """``execute_async``, answered as the HTTP API does (a task found by its idempotency
         key is read for its real status; a new one is pending, without a read)."""
+        _may_execute(caller, request.namespace)
         prepared = self.engine.prepare(request)
-        created = self.engine.create(request, prepared, claim=False, via=self.tasks)
+        created = self.engine.create(request, prepared, claim=False, via=self.tasks, actor=_actor(caller))
         self._wake_workers()
         return self._accepted(created, prepared)
 
@@ -200,15 +231,21 @@ class Host:
         names the item, counted from 0) and nothing is stored."""
         return [a.id for a in self.accept_many(requests).tasks]
 
-    def accept_many(self, requests: Sequence[TaskRequest]) -> views.Batch:
-        """``execute_many``, answered as the HTTP API does."""
+    def accept_many(self, requests: Sequence[TaskRequest], caller: Caller | None = None) -> views.Batch:
+        """``execute_many``, answered as the HTTP API does. A caller that may not execute in
+        one item's namespace has the whole batch refused."""
+        for i, request in enumerate(requests):
+            try:
+                _may_execute(caller, request.namespace)
+            except TeamflowError as exc:
+                raise exc.for_item(i) from None
         prepared = []
         for i, request in enumerate(requests):
             try:
                 prepared.append(self.engine.prepare(request))
             except TeamflowError as exc:
                 raise exc.for_item(i) from None
-        created = self.engine.create_many(requests, prepared)
+        created = self.engine.create_many(requests, prepared, actor=_actor(caller))
         self._wake_workers()
         return views.Batch([self._accepted(c, p) for c, p in zip(created, prepared, strict=True)])
 
@@ -241,13 +278,16 @@ class Host:
             runner.track(created.id)
         return self.wait(created.id, timeout=timeout, event=done, progress=progress)
 
-    def start(self, request: TaskRequest) -> Started:
+    def start(self, request: TaskRequest, caller: Caller | None = None) -> Started:
         """Start a task on this process's step threads and return at once, with the event its
         end sets (``execute_sync`` without waiting: the HTTP API waits on its event loop)."""
+        _may_execute(caller, request.namespace)
         prepared = self.engine.prepare(request)
         runner = self.runner
         via = runner if self.store.single_writer and request.idempotency_key is None else None
-        created = self.engine.create(request, prepared, claim=runner.serves(prepared.entry.namespace), via=via)
+        created = self.engine.create(
+            request, prepared, claim=runner.serves(prepared.entry.namespace), via=via, actor=_actor(caller)
+        )
         done = runner.waiter(created.id)
         if created.claimed:
             runner.adopt(created.id, created.claimed)
@@ -282,22 +322,40 @@ class Host:
     def get_task(self, task_id: str) -> TaskResult:
         return self.engine.get_task(task_id)
 
-    def task_view(self, task_id: str) -> views.TaskView:
-        """The task as every surface shows it: its steps, child tasks and history."""
-        return views.task_view(self.engine.task_detail(task_id))
+    def task_view(self, task_id: str, caller: Caller | None = None) -> views.TaskView:
+        """The task as every surface shows it: its steps, child tasks and history. A caller
+        that does not reach its namespace is told it does not exist; a child in a namespace
+        it does not reach is shown as a link only."""
+        detail = self.engine.task_detail(task_id)
+        if caller is not None and not caller.sees(detail.task.namespace):
+            raise _no_task(task_id)
+        return views.task_view(detail, sees=caller.sees if caller is not None else None)
 
-    def cancel(self, task_id: str, actor: str = "api") -> TaskResult:
-        return self.engine.cancel(task_id, actor)
+    def _operated(self, task_id: str, caller: Caller | None, action: str, detail: str | None = None) -> AuditEntry:
+        """The audit row of an operator action on a task the caller reaches (else: no such task)."""
+        caller = caller or cli_caller()
+        namespace = self.store.task_namespace(task_id)
+        if namespace is None or not caller.sees(namespace):
+            raise _no_task(task_id)
+        return AuditEntry(action, caller.actor, namespace, f"task {task_id}", caller.address, detail)
 
-    def retry(self, task_id: str, actor: str = "cli") -> list[str]:
+    def cancel(self, task_id: str, actor: str = "api", caller: Caller | None = None) -> TaskResult:
+        audit = self._operated(task_id, caller, "task.cancel")
+        return self.engine.cancel(task_id, caller.actor if caller else actor, audit)
+
+    def retry(self, task_id: str, actor: str = "cli", caller: Caller | None = None) -> list[str]:
         """Re-open a failed task's failed steps (attempts reset, history kept); their names."""
-        reopened = self.engine.retry(task_id, actor)
+        audit = self._operated(task_id, caller, "task.retry")
+        reopened = self.engine.retry(task_id, caller.actor if caller else actor, audit)
         if self._runner is not None:
             self._runner.track(task_id)
         return reopened
 
-    def resolve_step(self, task_id: str, step: str, result: Any = None, actor: str = "cli") -> TaskResult:
-        task = self.engine.resolve_step(task_id, step, result, actor)
+    def resolve_step(
+        self, task_id: str, step: str, result: Any = None, actor: str = "cli", caller: Caller | None = None
+    ) -> TaskResult:
+        audit = self._operated(task_id, caller, "step.resolve", f"step {step}")
+        task = self.engine.resolve_step(task_id, step, result, caller.actor if caller else actor, audit)
         if self._runner is not None:
             self._runner.track(task_id)
         return task
@@ -312,8 +370,10 @@ class Host:
         parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        caller: Caller | None = None,
     ) -> views.TaskPage:
-        """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
+        """A page of tasks, newest first, and the cursor of the next page (None at the end);
+        only of the namespaces the caller reaches."""
         before = None
         if cursor:
             try:
@@ -324,7 +384,7 @@ class Host:
                     f"invalid cursor {cursor!r}: pass the next_cursor of the previous page"
                 ) from None
         limit = max(1, min(limit, 500))
-        where = TaskFilter(namespace, name, version, status, parent_id, before)
+        where = TaskFilter(namespace, name, version, status, parent_id, before, caller.visible() if caller else None)
         rows = self.store.list_tasks(where, limit + 1)
         next_cursor = None
         if len(rows) > limit:
@@ -344,6 +404,66 @@ class Host:
             )
         self.store.approve(entry.namespace, entry.name, entry.version.text, entry.fingerprint, approver)
         return entry.fingerprint
+
+    # -- access -----------------------------------------------------------------------------
+
+    @staticmethod
+    def cli_caller() -> Caller:
+        """The CLI as a caller: unrestricted (it has the database's rights), named by the OS
+        user and host."""
+        return cli_caller()
+
+    def create_token(
+        self,
+        name: str,
+        namespaces: Sequence[str],
+        scopes: Sequence[str],
+        *,
+        identity: str | None = None,
+        expires_s: float | None = None,
+        caller: Caller | None = None,
+    ) -> views.IssuedToken:
+        """A new token; its secret is in the answer and nowhere else (stored: its SHA-256)."""
+        record, secret = self.access.create(
+            name, tuple(namespaces), tuple(scopes), identity=identity, expires_s=expires_s,
+            caller=caller or cli_caller(),
+        )
+        return views.IssuedToken(views.token_view(record, time.time()), secret)
+
+    def reissue_token(
+        self, name: str, *, overlap_s: float, expires_s: float | None = None, caller: Caller | None = None
+    ) -> views.IssuedToken:
+        """A new secret under an existing token's name; the old secret works ``overlap_s`` more."""
+        record, secret = self.access.reissue(name, overlap_s=overlap_s, expires_s=expires_s, caller=caller or cli_caller())
+        return views.IssuedToken(views.token_view(record, time.time()), secret)
+
+    def revoke_token(self, name: str, caller: Caller | None = None) -> views.TokenView:
+        return views.token_view(self.access.revoke(name, caller=caller or cli_caller()), time.time())
+
+    def list_tokens(self) -> views.Tokens:
+        now = time.time()
+        return views.Tokens([views.token_view(t, now) for t in self.access.tokens()])
+
+    def audit(
+        self,
+        *,
+        caller: Caller | None = None,
+        namespace: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> views.AuditPage:
+        """Audit rows, newest first: all of them for the CLI and admin tokens, else only those
+        of the caller's namespaces."""
+        before = None
+        if cursor:
+            if not cursor.isdigit():
+                raise InvalidCursor(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page")
+            before = int(cursor)
+        rows = self.access.audit_rows(
+            caller=caller or cli_caller(), namespace=namespace, limit=limit + 1, before_id=before
+        )
+        next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+        return views.AuditPage([views.audit_view(r) for r in rows[:limit]], next_cursor)
 
     # -- what the surfaces show -------------------------------------------------------------
 
@@ -436,6 +556,7 @@ class Host:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.stop(timeout=self.config.shutdown_grace_s)
+        self.access.flush()
         self.store.close()
 
     def __enter__(self) -> Host:

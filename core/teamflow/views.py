@@ -6,7 +6,7 @@ beside it, from the registry, the load report or what the host read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import attrs
@@ -18,10 +18,12 @@ from teamflow.refs import parse_ref
 from teamflow.registry import ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
 from teamflow.store.records import (
     ActiveVersion,
+    AuditRecord,
     ChildRecord,
     DurationHistogram,
     StatusCount,
     TaskListing,
+    TokenRecord,
     TransitionRecord,
 )
 from teamflow.versions import parse_constraint
@@ -54,13 +56,17 @@ class StepView:
 
 @attrs.frozen
 class ChildView:
+    """A child task; ``hidden`` (name, version and status left out) when the caller does not
+    reach its namespace: a link it may not follow."""
+
     id: str
     parent_step: str | None
     call_ordinal: int | None
     namespace: str
-    name: str
-    version: str
-    status: str
+    name: str | None
+    version: str | None
+    status: str | None
+    hidden: bool = False
 
 
 @attrs.frozen
@@ -96,10 +102,15 @@ class TaskView:
     links: dict[str, str]
     children: list[ChildView]
     transitions: list[TransitionView]
+    # the token (``token:NAME``), the CLI (``cli:user@host``) or the parent task (``task:ID``)
+    # that created it; None when no caller was named (the Python API, access control off)
+    created_by: str | None = None
 
 
-def task_view(detail: TaskDetail) -> TaskView:
+def task_view(detail: TaskDetail, sees: Callable[[str], bool] | None = None) -> TaskView:
+    """``sees``: whether the viewer reaches a namespace (None: every namespace)."""
     task = detail.task
+    created = next((t for t in detail.transitions if t.step is None and t.from_status is None), None)
     return TaskView(
         id=task.id,
         namespace=task.namespace,
@@ -123,12 +134,15 @@ def task_view(detail: TaskDetail) -> TaskView:
         created_at=task.created_at,
         finished_at=task.finished_at,
         links=links(task.id),
-        children=[child_view(c) for c in detail.children],
+        children=[child_view(c, sees) for c in detail.children],
         transitions=[transition_view(t) for t in detail.transitions],
+        created_by=created.actor if created is not None else None,
     )
 
 
-def child_view(c: ChildRecord) -> ChildView:
+def child_view(c: ChildRecord, sees: Callable[[str], bool] | None = None) -> ChildView:
+    if sees is not None and not sees(c.namespace):
+        return ChildView(c.id, c.parent_step, c.call_ordinal, c.namespace, None, None, None, hidden=True)
     return ChildView(c.id, c.parent_step, c.call_ordinal, c.namespace, c.name, c.version, c.status)
 
 
@@ -487,3 +501,71 @@ class SchemaUpgrade:
     database: str
     schema_version: int
     applied: list[int]
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TokenView:
+    """A token as listed: everything but its secret (which is never stored)."""
+
+    name: str
+    namespaces: list[str]
+    scopes: list[str]
+    identity: str | None
+    created_at: float
+    created_by: str
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    state: Literal["active", "revoked", "expired"]
+
+
+def token_view(t: TokenRecord, now: float) -> TokenView:
+    state: Literal["active", "revoked", "expired"] = (
+        "revoked" if t.revoked_at is not None else "expired" if t.expires_at is not None and t.expires_at <= now
+        else "active"
+    )
+    return TokenView(t.name, list(t.namespaces), list(t.scopes), t.identity, t.created_at, t.created_by,
+                     t.expires_at, t.revoked_at, t.last_used_at, state)
+
+
+@attrs.frozen
+class IssuedToken:
+    """A token just created or re-issued: the only time its ``secret`` is shown."""
+
+    token: TokenView
+    secret: str
+
+
+@attrs.frozen
+class Tokens:
+    tokens: list[TokenView]
+
+
+@attrs.frozen
+class AuditView:
+    """One audit row: who (``actor``) did what (``action``) to what (``target``), when, from
+    where; refused requests are one row per minute, address, token, route and status, with
+    their ``count``."""
+
+    id: int
+    at: float
+    action: str
+    actor: str
+    namespace: str | None
+    target: str | None
+    address: str | None
+    detail: str | None
+    count: int
+
+
+def audit_view(r: AuditRecord) -> AuditView:
+    return AuditView(r.id, r.at, r.action, r.actor, r.namespace, r.target, r.address, r.detail, r.count)
+
+
+@attrs.frozen
+class AuditPage:
+    rows: list[AuditView]
+    next_cursor: str | None

@@ -15,7 +15,6 @@ a 400.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 import threading
 import traceback
@@ -29,7 +28,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -41,34 +40,49 @@ from loguru import logger
 from teamflow import views
 from teamflow.api import admin
 from teamflow.api.metrics import Metrics
-from teamflow.api.schemas import CattrsDTO, ErrorBody, ExecuteBatch, ExecuteRequest, InvalidBody, TaskSpec
-from teamflow.errors import TeamflowError
+from teamflow.api.schemas import (
+    CattrsDTO,
+    ErrorBody,
+    ExecuteBatch,
+    ExecuteRequest,
+    InvalidBody,
+    ResolveRequest,
+    TaskSpec,
+    TokenRequest,
+)
+from teamflow.errors import Forbidden, NotAuthenticated, TeamflowError, TooManyFailures
 from teamflow.host import Host
 from teamflow.limits import MAX_BATCH, MAX_BODY_BYTES
 from teamflow.models import TERMINAL, TaskRequest
 from teamflow.serialization import encode_view
+from teamflow.tokens import ADMIN, EXECUTE, METRICS, OPERATE, READ, Caller, parse_duration
 from teamflow.views import (
     Accepted,
+    AuditPage,
     Batch,
     Health,
+    IssuedToken,
     LoadReportView,
     NamespaceWorkflows,
     RegistryView,
     TaskPage,
     TaskStatus,
     TaskView,
+    Tokens,
+    TokenView,
     VersionDetail,
     WorkflowView,
 )
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed: invalid JSON, a wrong type, a missing or unknown field, a bad version or cursor",
-    401: "A bearer token is required (the host configures auth_tokens)",
-    403: "Not allowed: the version needs approval, or the caller may not use this namespace",
+    401: "A valid bearer token is required (none, unknown, revoked and expired are answered alike)",
+    403: "Not allowed: the token lacks the route's scope or the namespace, or the version needs approval",
     404: "Unknown namespace, workflow, version or task; the body lists what exists",
     409: "Conflict: an idempotency key reused for another request, or a task already finished",
     413: "Too large: the batch holds more items than the limit it names",
     422: "The context does not satisfy the workflow version's context schema; the body names each field",
+    429: "Too many requests without a valid token from this address: wait `Retry-After` seconds",
     503: "The database is unreachable, or the server is stopping",
 }
 
@@ -79,7 +93,7 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
         code: ResponseSpec(
             data_container=ErrorBody, description=_ERROR_DESCRIPTIONS[code], generate_examples=False
         )
-        for code in sorted({400, 503, *codes})
+        for code in sorted({400, 401, 429, 503, *codes})
     }
 
 
@@ -115,7 +129,7 @@ def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
         )
 
 
-_NOT_QUERY = frozenset({"host", "metrics", "data", "request"})  # dependencies and the body
+_NOT_QUERY = frozenset({"host", "metrics", "caller", "data", "request"})  # dependencies and the body
 
 
 def _query_names(route_handler: BaseRouteHandler) -> frozenset[str]:
@@ -137,20 +151,70 @@ async def strict_query(request: Request[Any, Any, Any]) -> None:
         raise ValidationException(detail="; ".join(problems), extra=problems)
 
 
-# -- auth ------------------------------------------------------------------------------------
+# -- access ----------------------------------------------------------------------------------
+
+CALLER = "teamflow_caller"  # where the guard leaves the request's Caller (ASGI scope)
+UNAUTHENTICATED = (
+    "this route needs the header 'Authorization: Bearer <token>' with a valid token (none, unknown, revoked and "
+    "expired tokens are all refused alike): ask an admin for one (`teamflow tokens create`)"
+)
 
 
-def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Changing routes need ``Authorization: Bearer <token>`` when the host configures ``auth_tokens``."""
-    tokens: tuple[str, ...] = connection.app.state.host.config.auth_tokens
-    if not tokens:
-        return
-    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
-        raise NotAuthorizedException(
-            "this route needs the header 'Authorization: Bearer <token>' with one of the host's auth_tokens",
-            headers={"WWW-Authenticate": "Bearer"},
+def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+def _route(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    return f"{connection.scope.get('method', 'GET')} {connection.scope.get('path_template') or connection.url.path}"
+
+
+def needs(scope: str | None) -> Any:
+    """A guard: with access control on, the request's token must be valid and (``scope``) hold
+    that scope, checked before anything is looked up. It leaves the request's ``Caller``."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        connection.scope[CALLER] = await authorize(connection, scope)  # type: ignore[literal-required]
+
+    guard.__name__ = f"needs_{scope or 'token'}"
+    return guard
+
+
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: str | None) -> Caller:
+    """Who the request is, or the refusal (401, 403, 429), counted into the audit trail."""
+    access = connection.app.state.host.access
+    address = _address(connection)
+    if not access.enabled():
+        return Caller("anonymous", None, address)
+    wait = access.throttle(address)
+    if wait is not None:
+        await anyio.to_thread.run_sync(access.refused, address, None, _route(connection), 429)
+        raise TooManyFailures(
+            f"too many requests without a valid token from {address}: wait {math.ceil(wait)} s",
+            retry_after_s=math.ceil(wait),
+        ).with_headers({"Retry-After": str(math.ceil(wait))})
+    header_scheme, _sep, secret = connection.headers.get("authorization", "").partition(" ")
+    given = secret.strip() if header_scheme.lower() == "bearer" else None
+    principal = await anyio.to_thread.run_sync(access.authenticate, given)
+    if principal is None:
+        access.failed(address)
+        await anyio.to_thread.run_sync(access.refused, address, None, _route(connection), 401)
+        raise NotAuthenticated(UNAUTHENTICATED).with_headers({"WWW-Authenticate": "Bearer"})
+    if scope is not None and not principal.has(scope):
+        await anyio.to_thread.run_sync(access.refused, address, principal.name, _route(connection), 403)
+        raise Forbidden(
+            f"token {principal.name!r} lacks scope {scope!r} for {_route(connection)} (its scopes: "
+            f"{', '.join(principal.scopes)}): use a token with scope {scope!r}",
+            token=principal.name,
+            scope=scope,
         )
+    return Caller(principal.actor, principal, address)
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    caller = request.scope.get(CALLER)
+    if not isinstance(caller, Caller):  # a route without a guard: no token was asked for
+        return Caller("anonymous", None, request.client.host if request.client else None)
+    return caller
 
 
 # -- workflows -------------------------------------------------------------------------------
@@ -161,7 +225,7 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
     dto=CattrsDTO[ExecuteRequest],
     return_dto=None,
     status_code=202,
-    guards=[require_token, json_body],
+    guards=[needs(EXECUTE), json_body],
     tags=["tasks"],
     summary="Run a workflow version",
     responses={
@@ -177,7 +241,10 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
     },
 )
 async def execute(
-    data: JSONBody[ExecuteRequest], host: NamedDependency[Host], request: Request[Any, Any, Any]
+    data: JSONBody[ExecuteRequest],
+    host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
+    request: Request[Any, Any, Any],
 ) -> Response[Accepted | TaskView]:
     """Create a task. Without ``wait`` it is stored for the workers and the answer is 202 with
     its id and links; with ``wait`` it runs now and the answer is the finished task, unless
@@ -187,8 +254,8 @@ async def execute(
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
     task_request = _task_request(data)
     if not data.wait:  # false or 0: the workers run it
-        return _json(await anyio.to_thread.run_sync(host.accept, task_request), 202)
-    started = await anyio.to_thread.run_sync(host.start, task_request)
+        return _json(await anyio.to_thread.run_sync(host.accept, task_request, caller), 202)
+    started = await anyio.to_thread.run_sync(host.start, task_request, caller)
     limit = host.config.max_wait_s
     timeout = limit if data.wait is True else min(float(data.wait), limit)
     ended = await _until(started.done, timeout, request, host.stopping)
@@ -198,7 +265,7 @@ async def execute(
             task_id=started.id,
             links=views.links(started.id),
         )
-    view = await anyio.to_thread.run_sync(host.task_view, started.id)
+    view = await anyio.to_thread.run_sync(host.task_view, started.id, caller)
     return _json(view, 200) if view.status in TERMINAL else _json(views.accepted(view), 202)
 
 
@@ -241,7 +308,7 @@ def _task_request(spec: TaskSpec) -> TaskRequest:
     return_dto=None,
     status_code=202,
     sync_to_thread=True,
-    guards=[require_token, json_body],
+    guards=[needs(EXECUTE), json_body],
     tags=["tasks"],
     summary="Create many tasks for the workers in one transaction",
     responses={
@@ -249,9 +316,12 @@ def _task_request(spec: TaskSpec) -> TaskRequest:
         **_errors(401, 403, 404, 409, 413, 422),
     },
 )
-def execute_batch(data: JSONBody[ExecuteBatch], host: NamedDependency[Host]) -> Response[Batch]:
+def execute_batch(
+    data: JSONBody[ExecuteBatch], host: NamedDependency[Host], caller: NamedDependency[Caller]
+) -> Response[Batch]:
     """Validate every item, then store them all in one transaction (idempotency keys hold per
-    item). One bad item refuses the whole batch, naming its index (from 0), and stores nothing."""
+    item). One bad item refuses the whole batch, naming its index (from 0), and stores nothing;
+    so does one item in a namespace the token may not start tasks in."""
     if not data.requests:
         raise InvalidBody(["the batch is empty: send at least one item @ $.requests"])
     if len(data.requests) > MAX_BATCH:
@@ -260,12 +330,13 @@ def execute_batch(data: JSONBody[ExecuteBatch], host: NamedDependency[Host]) -> 
             limit=MAX_BATCH,
             items=len(data.requests),
         )
-    return _json(host.accept_many([_task_request(spec) for spec in data.requests]), 202)
+    return _json(host.accept_many([_task_request(spec) for spec in data.requests], caller), 202)
 
 
 @get(
     "/workflows",
     sync_to_thread=False,
+    guards=[needs(None)],
     tags=["workflows"],
     summary="Every namespace and workflow",
     responses=_errors(),
@@ -277,6 +348,7 @@ def list_workflows(host: NamedDependency[Host]) -> Response[RegistryView]:
 @get(
     "/workflows/{namespace:str}",
     sync_to_thread=False,
+    guards=[needs(None)],
     tags=["workflows"],
     summary="A namespace: its policy and workflows",
     responses=_errors(404),
@@ -290,6 +362,7 @@ def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -
 @get(
     "/workflows/{namespace:str}/{name:str}",
     sync_to_thread=False,
+    guards=[needs(None)],
     tags=["workflows"],
     summary="A workflow: its versions, newest first, with deprecations",
     responses=_errors(404),
@@ -303,6 +376,7 @@ def workflow_versions(
 @get(
     "/workflows/{namespace:str}/{name:str}/{version:str}",
     sync_to_thread=False,
+    guards=[needs(None)],
     tags=["workflows"],
     summary="One workflow version: steps, owner, fingerprint, schema, callers",
     description="`version` is exact (`2.1.0`) or a URL-encoded constraint (`%5E2.0` for `^2.0`).",
@@ -317,9 +391,17 @@ def workflow_version(
 # -- tasks -------------------------------------------------------------------------------------
 
 
-@get("/tasks", sync_to_thread=True, tags=["tasks"], summary="Tasks, newest first", responses=_errors())
+@get(
+    "/tasks",
+    sync_to_thread=True,
+    guards=[needs(READ)],
+    tags=["tasks"],
+    summary="Tasks of the token's namespaces, newest first",
+    responses=_errors(403),
+)
 def list_tasks(
     host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
     namespace: FromQuery[str | None] = None,
     name: FromQuery[str | None] = None,
     version: FromQuery[str | None] = None,
@@ -337,6 +419,7 @@ def list_tasks(
             parent_id=parent_id,
             limit=limit,
             cursor=cursor,
+            caller=caller,
         )
     )
 
@@ -344,26 +427,132 @@ def list_tasks(
 @get(
     "/tasks/{task_id:str}",
     sync_to_thread=True,
+    guards=[needs(READ)],
     tags=["tasks"],
     summary="A task: its steps, child tasks and transitions",
-    responses=_errors(404),
+    description="A task of a namespace the token does not reach is answered 404, as if it did not exist.",
+    responses=_errors(403, 404),
 )
-def get_task(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[TaskView]:
-    return _json(host.task_view(task_id))
+def get_task(host: NamedDependency[Host], caller: NamedDependency[Caller], task_id: FromPath[str]) -> Response[TaskView]:
+    return _json(host.task_view(task_id, caller))
 
 
 @post(
     "/tasks/{task_id:str}/cancel",
     status_code=200,
     sync_to_thread=True,
-    guards=[require_token],
+    guards=[needs(OPERATE)],
     tags=["tasks"],
     summary="Cancel a pending or running task and its child tasks",
-    responses=_errors(401, 404, 409),
+    responses=_errors(403, 404, 409),
 )
-def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> Response[TaskView]:
-    host.cancel(task_id, actor="api")
-    return _json(host.task_view(task_id))
+def cancel_task(host: NamedDependency[Host], caller: NamedDependency[Caller], task_id: FromPath[str]) -> Response[TaskView]:
+    host.cancel(task_id, caller=caller)
+    return _json(host.task_view(task_id, caller))
+
+
+@post(
+    "/tasks/{task_id:str}/retry",
+    status_code=200,
+    sync_to_thread=True,
+    guards=[needs(OPERATE)],
+    tags=["tasks"],
+    summary="Retry a failed task: its failed steps run again (attempts reset, history kept)",
+    responses=_errors(403, 404, 409),
+)
+def retry_task(host: NamedDependency[Host], caller: NamedDependency[Caller], task_id: FromPath[str]) -> Response[TaskView]:
+    host.retry(task_id, caller=caller)
+    return _json(host.task_view(task_id, caller))
+
+
+@post(
+    "/tasks/{task_id:str}/steps/{step:str}/resolve",
+    dto=CattrsDTO[ResolveRequest],
+    return_dto=None,
+    status_code=200,
+    sync_to_thread=True,
+    guards=[needs(OPERATE), json_body],
+    tags=["tasks"],
+    summary="Resolve a step by hand with a result: its dependants treat it as completed",
+    responses=_errors(403, 404, 409, 413, 422),
+)
+def resolve_step(
+    data: JSONBody[ResolveRequest],
+    host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
+    task_id: FromPath[str],
+    step: FromPath[str],
+) -> Response[TaskView]:
+    host.resolve_step(task_id, step, data.result, caller=caller)
+    return _json(host.task_view(task_id, caller))
+
+
+# -- audit and tokens --------------------------------------------------------------------------
+
+
+@get(
+    "/audit",
+    sync_to_thread=True,
+    guards=[needs(READ)],
+    tags=["access"],
+    summary="The audit trail, newest first: every row for an admin token, else the token's namespaces'",
+    responses=_errors(403),
+)
+def audit(
+    host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
+    namespace: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")] = None,
+) -> Response[AuditPage]:
+    return _json(host.audit(caller=caller, namespace=namespace, limit=limit, cursor=cursor))
+
+
+@get(
+    "/tokens",
+    sync_to_thread=True,
+    guards=[needs(ADMIN)],
+    tags=["access"],
+    summary="Every token, without its secret",
+    responses=_errors(403),
+)
+def list_tokens(host: NamedDependency[Host]) -> Response[Tokens]:
+    return _json(host.list_tokens())
+
+
+@post(
+    "/tokens",
+    dto=CattrsDTO[TokenRequest],
+    return_dto=None,
+    status_code=201,
+    sync_to_thread=True,
+    guards=[needs(ADMIN), json_body],
+    tags=["access"],
+    summary="Create a token; the answer holds its secret, shown this once",
+    responses={
+        201: ResponseSpec(IssuedToken, description="The token and its secret", generate_examples=False),
+        **_errors(403, 409),
+    },
+)
+def create_token(data: JSONBody[TokenRequest], host: NamedDependency[Host], caller: NamedDependency[Caller]) -> Response[IssuedToken]:
+    expires_s = parse_duration(data.expires) if data.expires is not None else None
+    issued = host.create_token(
+        data.name, data.namespaces, data.scopes, identity=data.identity, expires_s=expires_s, caller=caller
+    )
+    return _json(issued, 201)
+
+
+@post(
+    "/tokens/{name:str}/revoke",
+    status_code=200,
+    sync_to_thread=True,
+    guards=[needs(ADMIN)],
+    tags=["access"],
+    summary="Revoke a token: every host refuses it within seconds, and its admin sessions end",
+    responses=_errors(403, 404),
+)
+def revoke_token(host: NamedDependency[Host], caller: NamedDependency[Caller], name: FromPath[str]) -> Response[TokenView]:
+    return _json(host.revoke_token(name, caller))
 
 
 # -- plugins, health, metrics ------------------------------------------------------------------
@@ -372,6 +561,7 @@ def cancel_task(host: NamedDependency[Host], task_id: FromPath[str]) -> Response
 @get(
     "/plugins",
     sync_to_thread=True,
+    guards=[needs(None)],
     tags=["registry"],
     responses=_errors(),
     summary="The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve",
@@ -387,25 +577,34 @@ async def live() -> Health:
 
 @get(
     "/health/ready",
-    sync_to_thread=True,
     tags=["health"],
     summary="The database answers, its schema is current, and every unfinished task can be served",
     responses={
         503: ResponseSpec(Health, description="Not ready; `reasons` says why", generate_examples=False)
     },
 )
-def ready(host: NamedDependency[Host]) -> Response[Health]:
-    health = host.readiness()
-    return _json(health, 503 if health.reasons else 200)
+async def ready(host: NamedDependency[Host], request: Request[Any, Any, Any]) -> Response[Any]:
+    """With access control on, a request without a valid token is told only the status."""
+    health = await anyio.to_thread.run_sync(host.readiness)
+    status = 503 if health.reasons else 200
+    if host.access.enabled():
+        scheme, _sep, secret = request.headers.get("authorization", "").partition(" ")
+        principal = None
+        if scheme.lower() == "bearer":
+            principal = await anyio.to_thread.run_sync(host.access.authenticate, secret.strip())
+        if principal is None:
+            return Response({"status": health.status}, status_code=status)
+    return _json(health, status)
 
 
 @get(
     "/metrics",
     sync_to_thread=True,
+    guards=[needs(METRICS)],
     media_type="text/plain",
     tags=["health"],
     summary="Prometheus metrics: tasks by workflow version and status, load problems, HTTP latency",
-    responses=_errors(),
+    responses=_errors(403),
 )
 def metrics_text(metrics: NamedDependency[Metrics]) -> Response[bytes]:
     # The classic text format every Prometheus server reads; Litestar appends the charset.
@@ -433,7 +632,7 @@ def _error(
 def on_teamflow_error(request: Request[Any, Any, Any], exc: TeamflowError) -> Response[Any]:
     if exc.status >= 500:
         logger.warning("{} {}: {}", request.method, request.url.path, exc.detail)
-    return _error(request, exc.status, exc.to_dict())
+    return _error(request, exc.status, exc.to_dict(), exc.headers)
 
 
 def on_invalid_body(request: Request[Any, Any, Any], exc: InvalidBody) -> Response[Any]:
@@ -522,6 +721,12 @@ def create_app(host: Host) -> Litestar:
             list_tasks,
             get_task,
             cancel_task,
+            retry_task,
+            resolve_step,
+            audit,
+            list_tokens,
+            create_token,
+            revoke_token,
             plugins,
             live,
             ready,
@@ -531,6 +736,7 @@ def create_app(host: Host) -> Litestar:
         dependencies={
             "host": Provide(provide_host, use_cache=True, sync_to_thread=False),
             "metrics": Provide(provide_metrics, use_cache=True, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         exception_handlers={
             TeamflowError: on_teamflow_error,
@@ -551,7 +757,7 @@ def create_app(host: Host) -> Litestar:
             # The JSON renderer is the default plugin, served at the config's root: /openapi.json.
             path="/openapi.json",
             render_plugins=[JsonRenderPlugin(path="/")],
-            tags=[Tag(name="tasks"), Tag(name="workflows"), Tag(name="registry"), Tag(name="health")],
+            tags=[Tag(name="tasks"), Tag(name="workflows"), Tag(name="registry"), Tag(name="access"), Tag(name="health")],
         ),
         logging_config=None,
         debug=False,

@@ -106,6 +106,24 @@ class ExecuteBatch:
     )
 
 
+@attrs.frozen
+class ResolveRequest:
+    """``POST /tasks/{id}/steps/{step}/resolve``: mark a step done by hand, with its result."""
+
+    result: Any = attrs.field(default=None, metadata=_doc("the step's result, as its dependants will read it"))
+
+
+@attrs.frozen
+class TokenRequest:
+    """``POST /tokens``: a new token (an admin token only). The answer holds its secret, once."""
+
+    name: str = attrs.field(metadata=_doc("unique; letters, digits, '.', '_', '-'"))
+    namespaces: list[str] = attrs.field(metadata=_doc("the namespaces it reaches; ['*'] for every namespace"))
+    scopes: list[str] = attrs.field(metadata=_doc("read, execute, operate, approve, metrics, admin"))
+    identity: str | None = attrs.field(default=None, metadata=_doc("an approver's e-mail (scope approve)"))
+    expires: str | None = attrs.field(default=None, metadata=_doc("a lifetime such as 90d or 12h; default: the host's"))
+
+
 def _strict_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")

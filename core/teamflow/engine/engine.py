@@ -38,6 +38,7 @@ from teamflow.serialization import canonical_json
 from teamflow.store import DuplicateKey, Store
 from teamflow.store.records import (
     IDEMPOTENCY_KEY,
+    AuditEntry,
     ChildRecord,
     Claimed,
     ExistingTask,
@@ -187,6 +188,7 @@ class Engine:
         claim: bool,
         parent: ParentCall | None = None,
         via: TaskSink | None = None,
+        actor: str | None = None,
     ) -> Created:
         """Store a task for a prepared ``request``; with ``claim``, lease its roots to this worker.
 
@@ -202,7 +204,7 @@ class Engine:
             existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
             if existing is not None:
                 return Created(self._same_request(existing, request, digest), [], existing=True)
-        task = self._new_task(prepared, request.idempotency_key, digest, parent)
+        task = self._new_task(prepared, request.idempotency_key, digest, parent, actor)
         try:
             if via is not None:
                 claimed = via.create(task, entry.step_rows)
@@ -230,7 +232,9 @@ class Engine:
                     self.events.fire("step.started", task.id, entry, step=c.name, attempt=c.attempt)
         return Created(task.id, claimed)
 
-    def create_many(self, requests: Sequence[TaskRequest], prepared: Sequence[Prepared]) -> list[Created]:
+    def create_many(
+        self, requests: Sequence[TaskRequest], prepared: Sequence[Prepared], actor: str | None = None
+    ) -> list[Created]:
         """Store prepared requests for the workers, in one transaction; their task ids, in order.
 
         Idempotency keys hold per item: a key that already names a task (stored before, or
@@ -264,7 +268,7 @@ class Engine:
                 if existing is not None:
                     ids[i] = self._same_request(existing, request, digest)
                     continue
-            task = self._new_task(ready, request.idempotency_key, digest, None)
+            task = self._new_task(ready, request.idempotency_key, digest, None, actor)
             ids[i], existed[i] = task.id, False
             pending.append((i, task, entry.step_rows))
         stored = self.store.create_tasks([(task, steps) for _, task, steps in pending]) if pending else set()
@@ -282,7 +286,9 @@ class Engine:
                     self.events.fire("task.created", task.id, task)
         return [Created(task_id, [], existing=old) for task_id, old in zip(ids, existed, strict=True)]
 
-    def _new_task(self, prepared: Prepared, key: str | None, digest: str | None, parent: ParentCall | None) -> NewTask:
+    def _new_task(
+        self, prepared: Prepared, key: str | None, digest: str | None, parent: ParentCall | None, actor: str | None
+    ) -> NewTask:
         entry = prepared.entry
         return NewTask(
             id=new_task_id(),
@@ -298,6 +304,8 @@ class Engine:
             parent_step=parent.step if parent else None,
             parent_attempt=parent.attempt if parent else None,
             call_ordinal=parent.ordinal if parent else None,
+            # who created it: a token, the CLI, a parent task (its first transition's actor)
+            actor=actor or (f"task:{parent.task_id}" if parent else None),
         )
 
     def _same_request(self, existing: ExistingTask, request: TaskRequest, digest: str | None) -> str:
@@ -367,7 +375,7 @@ class Engine:
 
     # -- operator actions -----------------------------------------------------------------
 
-    def cancel(self, task_id: str, actor: str) -> TaskResult:
+    def cancel(self, task_id: str, actor: str, audit: AuditEntry | None = None) -> TaskResult:
         current = self.get_task(task_id)
         if current.status in TERMINAL:
             raise TaskStateError(
@@ -376,10 +384,10 @@ class Engine:
                 task_id=task_id,
                 status=current.status,
             )
-        self.events.announce(self.store.cancel(task_id, actor))
+        self.events.announce(self.store.cancel(task_id, actor, audit))
         return self.get_task(task_id)
 
-    def retry(self, task_id: str, actor: str) -> list[str]:
+    def retry(self, task_id: str, actor: str, audit: AuditEntry | None = None) -> list[str]:
         """Re-open a failed task's failed steps; returns their names."""
         current = self.get_task(task_id)
         if current.status != "failed":
@@ -389,9 +397,11 @@ class Engine:
                 status=current.status,
             )
         entry = self._entry_for(current)
-        return self.store.reopen(task_id, {n: tuple(s.depends_on) for n, s in entry.steps.items()}, actor)
+        return self.store.reopen(task_id, {n: tuple(s.depends_on) for n, s in entry.steps.items()}, actor, audit)
 
-    def resolve_step(self, task_id: str, step: str, result: Any, actor: str) -> TaskResult:
+    def resolve_step(
+        self, task_id: str, step: str, result: Any, actor: str, audit: AuditEntry | None = None
+    ) -> TaskResult:
         current = self.get_task(task_id)
         entry = self._entry_for(current)
         if step not in entry.steps:
@@ -405,7 +415,7 @@ class Engine:
         except Unstorable as exc:
             error = TooLarge if exc.too_large else ContextInvalid
             raise error(f"the result of step {step!r} cannot be stored: it is {exc}", limit_bytes=MAX_RESULT_BYTES) from None
-        resolved = self.store.resolve_step(task_id, step, text, actor, entry.successors[step])
+        resolved = self.store.resolve_step(task_id, step, text, actor, entry.successors[step], audit)
         if resolved.previous in ("completed", "resolved"):
             raise TaskStateError(f"step {step!r} of task {task_id} is already {resolved.previous}")
         if resolved.previous == "in_progress":

@@ -8,6 +8,7 @@ their ``timeout_s``; and taking back steps whose worker lost its lease.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import threading
 import time
@@ -23,6 +24,9 @@ from teamflow.engine.work import Work
 from teamflow.errors import StoreError
 from teamflow.store import Store
 from teamflow.store.records import Applied, Claims
+
+DUE_CHECK_S = 0.1  # how often a worker woken for nothing asks when the next retry is due
+OVERFLOW_S = 0.005  # how often a leader with more work than it can take wakes the others
 
 
 class Housekeeping:
@@ -50,6 +54,10 @@ class Housekeeping:
         self.poll_interval_s = poll_interval_s
         self._concurrency = concurrency
         self._routes = list(routes)  # the versions (with fingerprints) this runner can run
+        self._next_due_check = 0.0
+        self._group = hashlib.sha1(",".join(sorted(self._routes)).encode()).hexdigest()[:20]
+        self._leading = True  # until the first heartbeat says otherwise
+        self._overflow_at = 0.0
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -79,6 +87,8 @@ class Housekeeping:
                         work.add_timer(0.0, task_id)
                 if now >= next_renew:
                     next_renew = now + self.lease_s / 3
+                    if work.worker_mode:
+                        self._heartbeat()
                     self._store.renew(self._worker_id, self.lease_s, work.held() + self._commit.held())
                     self._commit.retry_stranded()
                 if work.worker_mode and now >= next_reap:
@@ -120,22 +130,52 @@ class Housekeeping:
         work = self._work
         with work.house:
             kick, work.kick = work.kick, False
-        if not kick and now < next_poll:
+            urgent, work.urgent = work.urgent, False
+        polling = now >= next_poll
+        if not kick and not polling:
+            return next_poll
+        if not (polling or urgent or work.backlog or self._leading):
+            # Every worker hears every NOTIFY; the leader of the group takes the new work, so
+            # that one worker's steps share commits instead of many workers' claims finding
+            # nothing. It wakes the others when it cannot take it all (``overflow``).
             return next_poll
         next_poll = now + self.poll_interval_s
-        want = work.free() + self._concurrency  # keep one claim queued per thread
+        # Claim what idle threads can start now, and, while there is a backlog, one more
+        # per thread. A busy worker claims nothing when woken: the new work is left to an
+        # idle worker (every worker hears every NOTIFY), and this worker's first thread to
+        # run out of work asks again (``backlog`` stays set).
+        want = work.free() + (self._concurrency if work.backlog else 0)
         if want <= 0:
+            work.backlog = True
+            self._overflow(now, kick)
             return next_poll
         claims = self._store.claim(self._worker_id, self.lease_s, want, routes=self._routes)
         self._take(claims)
-        if len(claims.claimed) == want:
+        work.backlog = len(claims.claimed) == want  # a full claim: there may be more ready work
+        if work.backlog:
             with work.house:
-                work.kick = True  # there may be more ready work
-        else:
+                work.kick = work.urgent = True
+            self._overflow(now, kick)
+        elif now >= self._next_due_check:
+            # When does a retry (of any worker) become due? Asked at most every DUE_CHECK_S.
+            self._next_due_check = now + DUE_CHECK_S
             due = self._store.next_due(self._routes)
             if due is not None and due < self.poll_interval_s:
                 next_poll = now + due
         return next_poll
+
+    def _overflow(self, now: float, woken: bool) -> None:
+        """A leader woken for more than it can take asks every worker to help (at most every
+        OVERFLOW_S)."""
+        if woken and self._leading and now >= self._overflow_at:
+            self._overflow_at = now + OVERFLOW_S
+            self._store.overflow()
+
+    def _heartbeat(self) -> None:
+        """Say this worker is alive, and learn whether it leads its group."""
+        self._store.heartbeat(self._worker_id, self._group, self._routes, self._concurrency)
+        # A leader that stopped heartbeating (two lease periods) is passed over.
+        self._leading = self._store.leader(self._group, 2 * self.lease_s) == self._worker_id
 
     def _take(self, claims: Claims) -> None:
         if not claims.claimed:

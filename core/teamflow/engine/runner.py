@@ -60,7 +60,7 @@ class Runner:
         poll_interval_s: float = 1.0,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
-        watch: Callable[[Callable[[], None]], Callable[[], None] | None] | None = None,
+        watch: Callable[[Callable[[bool], None]], Callable[[], None] | None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -113,9 +113,9 @@ class Runner:
         if self._watch is not None:
             self._unwatch = self._watch(self.wake)
 
-    def wake(self) -> None:
-        """Work may be ready (NOTIFY, a new task): claim soon."""
-        self.work.wake()
+    def wake(self, urgent: bool = True) -> None:
+        """Work may be ready (a new task, a NOTIFY): claim soon (see ``Work.wake``)."""
+        self.work.wake(urgent)
 
     def create(self, task: NewTask, steps: Sequence[StepRow]) -> list[Claimed]:
         """Store a new task with its roots leased here, in the next group commit (``TaskSink``)."""
@@ -158,6 +158,8 @@ class Runner:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.housekeeping.join(5)
+        if self.worker_mode:
+            safely(self.worker_id, lambda: self.store.forget_worker(self.worker_id))
         with work.mutex:
             # Steps in hand that overran ``timeout``, and claims queued after the queue was
             # emptied above (successors claimed by the last commits, a claim in flight).
@@ -173,8 +175,8 @@ class Runner:
     def _step_thread(self) -> None:
         work = self.work
         while True:
-            if self.worker_mode and not work.queue:
-                work.wake()  # a thread ran out of work: claim more now, not at the next poll
+            if self.worker_mode and work.backlog and not work.queue:
+                work.wake()  # a thread ran out of work and more is ready: claim now, not at the next poll
             with work.mutex:
                 while not work.queue and not work.stopping:
                     work.idle += 1

@@ -47,6 +47,8 @@ class Work:
         # Housekeeping sleeps on ``house`` until a timer is due or it is kicked.
         self.house = threading.Condition()
         self.kick = worker_mode  # worker mode claims at once on start
+        self.urgent = worker_mode
+        self.backlog = worker_mode  # ready work may be left: a thread out of work asks for more
         self.timers: list[tuple[float, str]] = []
 
     # -- handing work to the step threads -------------------------------------------------
@@ -103,10 +105,15 @@ class Work:
             heapq.heappush(self.timers, (at, task_id))
             self.house.notify()
 
-    def wake(self) -> None:
-        """Work may be ready (NOTIFY, a new task): housekeeping claims soon."""
+    def wake(self, urgent: bool = True) -> None:
+        """Work may be ready (a new task, a NOTIFY): housekeeping claims soon.
+
+        Not ``urgent`` (a NOTIFY every worker hears): only the leader of this worker's group
+        claims at once, unless this worker already has a backlog.
+        """
         with self.house:
             self.kick = True
+            self.urgent = self.urgent or urgent
             self.house.notify()
 
     # -- after a commit -----------------------------------------------------------------

@@ -18,6 +18,13 @@ from urllib.parse import urlparse
 import peewee as pw
 
 from teamflow.errors import StoreError
+from teamflow.store.records import AuditEntry
+
+# Every concern's audited action writes its row with ``StoreBase.audit_in``.
+INSERT_AUDIT = (
+    "INSERT INTO tf_audit (at, action, actor, namespace, target, address, detail, count) "
+    "VALUES ({now}, ?, ?, ?, ?, ?, ?, 1)"
+)
 
 
 class DuplicateKey(Exception):
@@ -36,7 +43,7 @@ class Tx:
     (``_before_commit``, ``_committed``).
     """
 
-    __slots__ = ("cur", "store")
+    __slots__ = ("broken", "conn", "cur", "store")
 
     def __init__(self, store: StoreBase) -> None:
         self.store = store
@@ -45,12 +52,19 @@ class Tx:
         store = self.store
         store._writer.acquire()
         local = store._local
+        self.broken = False
         try:
-            self.cur = cur = store._cursor()
+            self.conn = store._borrow()
+        except BaseException:
+            store._writer.release()
+            raise
+        try:
+            self.cur = cur = self.conn.cursor()
             cur.execute(store.begin_sql)
         except BaseException as exc:
-            store._writer.release()
             failed = self._failed(exc, begun=False)
+            store._give_back(self.conn, broken=self.broken)
+            store._writer.release()
             if failed is exc:
                 raise
             raise failed from exc
@@ -81,6 +95,7 @@ class Tx:
         finally:
             local.txcur = None
             local.history = None
+            store._give_back(self.conn, broken=self.broken)
             store._writer.release()
 
     def _failed(self, exc: BaseException, *, begun: bool) -> BaseException:
@@ -90,9 +105,9 @@ class Tx:
             try:
                 self.cur.execute("ROLLBACK")
             except Exception:
-                store.reset()  # the connection is gone; the server rolled back
+                self.broken = True  # the connection is gone; the server rolled back
         if isinstance(exc, store._lost):
-            store.reset()
+            self.broken = True
             return store._db_error(exc)
         return exc
 
@@ -157,43 +172,71 @@ class StoreBase(ABC):
             self._statements[text] = compiled
         return compiled
 
-    def _cursor(self) -> Any:
+    def _borrow(self) -> Any:
+        """A connection for one statement or one transaction (this thread's own, by default)."""
         try:
-            return self.db.connection().cursor()
+            return self.db.connection()
         except self._unreachable as exc:
             self.reset()
             raise StoreError(f"cannot reach the database at {self.safe_url}: {str(exc).strip()}") from exc
 
+    def _give_back(self, conn: Any, *, broken: bool) -> None:
+        """Done with ``conn``; ``broken``: the server went away under it."""
+        if broken:
+            self.reset()
+
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
-        """Run one statement on this thread's connection (the driver's cursor, no ORM).
+        """Run one statement (the driver's cursor, no ORM) and return what reads its rows.
 
         Inside ``tx`` every statement reuses the transaction's cursor: read what a
         statement returned before running the next one.
         """
         txcur = self._local.__dict__.get("txcur")
-        cur = txcur or self._cursor()
+        if txcur is None:
+            return self._alone(text, params, many=False)
         try:
-            cur.execute(self._statements.get(text) or self.sql(text), params)
+            txcur.execute(self._statements.get(text) or self.sql(text), params)
         except self._lost as exc:
-            if txcur is None:
-                self.reset()
             raise self._db_error(exc) from exc
         except self._integrity as exc:
             raise self._duplicate(exc) from exc
-        return cur
+        return txcur
+
+    def audit_in(self, entry: AuditEntry) -> None:
+        """One audit row, in the transaction already open (the action's own): a rolled-back
+        action leaves no row."""
+        self.execute(
+            INSERT_AUDIT, (entry.action, entry.actor, entry.namespace, entry.target, entry.address, entry.detail)
+        )
 
     def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each row (in the current transaction, if any)."""
         txcur = self._local.__dict__.get("txcur")
-        cur = txcur or self._cursor()
+        if txcur is None:
+            self._alone(text, rows, many=True)
+            return
         try:
-            cur.executemany(self._statements.get(text) or self.sql(text), rows)
+            txcur.executemany(self._statements.get(text) or self.sql(text), rows)
         except self._lost as exc:
-            if txcur is None:
-                self.reset()
             raise self._db_error(exc) from exc
         except self._integrity as exc:
             raise self._duplicate(exc) from exc
+
+    def _alone(self, text: str, params: Any, *, many: bool) -> Any:
+        """A statement outside a transaction, on this thread's connection: its cursor."""
+        conn = self._borrow()
+        cur = conn.cursor()
+        try:
+            if many:
+                cur.executemany(self._statements.get(text) or self.sql(text), params)
+            else:
+                cur.execute(self._statements.get(text) or self.sql(text), params)
+        except self._lost as exc:
+            self._give_back(conn, broken=True)
+            raise self._db_error(exc) from exc
+        except self._integrity as exc:
+            raise self._duplicate(exc) from exc
+        return cur
 
     def _db_error(self, exc: BaseException) -> StoreError:
         """The error a lost connection or a failed statement becomes, naming the database."""
@@ -217,6 +260,10 @@ class StoreBase(ABC):
             self.db.close()
         except Exception:
             self.db._state.reset()  # type: ignore[attr-defined]
+
+    def disconnect(self) -> None:
+        """Close this process's connections (this thread's, where a thread holds one)."""
+        self.reset()
 
     def tx(self) -> Tx:
         """One short write transaction; NOTIFY (where there is one) at most once, at commit."""

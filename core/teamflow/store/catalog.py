@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from teamflow.store.base import StoreBase
-from teamflow.store.records import NamespaceRecord, VersionRecord
+from teamflow.store.records import ApprovalRecord, AuditEntry, NamespaceRecord, VersionRecord
 
 OWNERS = "SELECT name, distribution FROM tf_namespace"
 NAMESPACE = "SELECT name, distribution, policy FROM tf_namespace WHERE name = ?"
@@ -40,7 +40,12 @@ VERSIONS_OF = (
 )
 
 INSERT_APPROVAL = (
-    "INSERT INTO tf_approval (namespace, name, version, fingerprint, approver, at) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO tf_approval (namespace, name, version, fingerprint, approver, at, verified, via) "
+    "VALUES (?, ?, ?, ?, ?, {now}, ?, ?)"
+)
+APPROVALS_OF = (
+    "SELECT approver, fingerprint, at, verified, via FROM tf_approval WHERE namespace = ? AND name = ? AND version = ? "
+    "ORDER BY at, id"
 )
 APPROVERS = (
     "SELECT approver FROM tf_approval WHERE namespace = ? AND name = ? AND version = ? AND fingerprint = ?"
@@ -97,9 +102,29 @@ class Catalog(StoreBase):
 
     # -- approvals ----------------------------------------------------------------------
 
-    def approve(self, namespace: str, name: str, version: str, fingerprint: str, approver: str) -> None:
+    def approve(
+        self,
+        namespace: str,
+        name: str,
+        version: str,
+        fingerprint: str,
+        approver: str,
+        *,
+        via: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        """Record a verified approval of one fingerprint, and its audit row, in one transaction."""
         with self.tx():
-            self.execute(INSERT_APPROVAL, (namespace, name, version, fingerprint, approver, time.time()))
+            self.execute(INSERT_APPROVAL, (namespace, name, version, fingerprint, approver, 1, via))
+            if audit is not None:
+                self.audit_in(audit)
+
+    def approval_records(self, namespace: str, name: str, version: str) -> list[ApprovalRecord]:
+        """Every approval of this version (each fingerprint's), oldest first."""
+        return [
+            ApprovalRecord(r[0], r[1], r[2], bool(r[3]), r[4])
+            for r in self.execute(APPROVALS_OF, (namespace, name, version)).fetchall()
+        ]
 
     def approvals(self, namespace: str, name: str, version: str, fingerprint: str) -> list[str]:
         """Who approved this version's fingerprint."""

@@ -17,14 +17,13 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import attrs
 import peewee as pw
 from loguru import logger
-from playhouse.pool import PooledPostgresqlDatabase
 
 from teamflow.errors import StoreError
 from teamflow.store.base import DuplicateKey
@@ -49,8 +48,11 @@ from teamflow.store.tasks import CHILD_COLUMNS, STEP_COLUMNS, TASK_COLUMNS
 
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock, for leases
 CHANNEL = "teamflow"
+POOL_SIZE = 16  # connections per process, shared by its threads
 CREATE_CHUNK = 2000  # new tasks per statement
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
+OVERFLOW = "overflow"  # the payload that asks every worker, not just its group's leader, to claim
+NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL}', '{OVERFLOW}')"
 
 COMPLETE = """
 WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),
@@ -254,7 +256,7 @@ class PostgresStore(Store):
     single_writer = False
     migrates_itself = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         import psycopg2
         from psycopg2.extras import execute_values
 
@@ -263,6 +265,10 @@ class PostgresStore(Store):
         self._execute_values = execute_values
         self._writer = _NoLock()  # writers run side by side
         super().__init__(url)
+        # Connections are borrowed for one statement or one transaction, never held by a
+        # thread: a worker's 32 step threads and an API's request threads share a few
+        # connections (a connection per thread ran the server out of them).
+        self._pool = _Pool(pool_size, lambda: psycopg2.connect(**self.connect_params()))
 
     def connect_params(self) -> dict[str, Any]:
         """psycopg2 keyword arguments from a ``postgresql://user:pw@host:port/db?schema=x`` URL."""
@@ -281,10 +287,51 @@ class PostgresStore(Store):
         return {k: v for k, v in params.items() if v is not None}
 
     def _open(self) -> pw.Database:
+        """The schema's own connection (migrations); statements use the pool."""
         params = self.connect_params()
-        # One pool per process; peewee keeps each thread's connection until it is closed,
-        # in autocommit mode: a statement outside ``tx`` is a transaction of its own.
-        return PooledPostgresqlDatabase(params.pop("dbname"), max_connections=64, stale_timeout=300, **params)
+        return pw.PostgresqlDatabase(params.pop("dbname"), **params)
+
+    def _borrow(self) -> Any:
+        try:
+            return self._pool.get()
+        except self._unreachable as exc:
+            raise StoreError(f"cannot reach the database at {self.safe_url}: {str(exc).strip()}") from exc
+
+    def _give_back(self, conn: Any, *, broken: bool) -> None:
+        self._pool.put(conn, broken=broken)
+
+    def _alone(self, text: str, params: Any, *, many: bool) -> Rows:
+        """Outside a transaction: borrow, run, read every row, give the connection back."""
+        conn = self._borrow()
+        broken = False
+        try:
+            with conn.cursor() as cur:
+                if many:
+                    cur.executemany(self._statements.get(text) or self.sql(text), params)
+                else:
+                    cur.execute(self._statements.get(text) or self.sql(text), params)
+                return Rows(cur.fetchall() if cur.description else [], cur.rowcount)
+        except self._lost as exc:
+            broken = True
+            raise self._db_error(exc) from exc
+        except self._integrity as exc:
+            raise self._duplicate(exc) from exc
+        finally:
+            self._give_back(conn, broken=broken)
+
+    def connect(self) -> None:
+        self._give_back(self._borrow(), broken=False)
+
+    def reset(self) -> None:
+        """Nothing to drop: a connection lost under a statement is closed when given back."""
+
+    def disconnect(self) -> None:
+        """Close the idle connections; the next statement opens a new one."""
+        self._pool.close_idle()
+
+    def close(self) -> None:
+        self._pool.close_idle()
+        super().close()
 
     def _compile(self, text: str) -> str:
         return text.replace("%", "%%").replace("?", "%s")
@@ -298,22 +345,35 @@ class PostgresStore(Store):
             cur.execute(NOTIFY)
 
     def _insert_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        cur = self._local.__dict__.get("txcur") or self._cursor()
+        cur = self._local.__dict__.get("txcur")
+        if cur is None:  # history goes out with the transaction that records it
+            with self.tx():
+                self._insert_history(rows)
+            return
         try:
             self._execute_values(cur, INSERT_HISTORY, rows, template=_now(HISTORY_ROW), page_size=500)
         except self._lost as exc:
             raise self._db_error(exc) from exc
 
     def _prepared(self, statement: Prepared, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        in_tx = self._local.__dict__.get("txcur") is not None
-        cur = self._cursor()
+        txcur = self._local.__dict__.get("txcur")
+        if txcur is not None:
+            try:
+                statement.execute(txcur.connection, txcur, params)
+                return list(txcur.fetchall())
+            except self._lost as exc:
+                raise self._db_error(exc) from exc
+        conn = self._borrow()
+        broken = False
         try:
-            statement.execute(self.db.connection(), cur, params)
-            return list(cur.fetchall())
+            with conn.cursor() as cur:
+                statement.execute(conn, cur, params)
+                return list(cur.fetchall())
         except self._lost as exc:
-            if not in_tx:
-                self.reset()
+            broken = True
             raise self._db_error(exc) from exc
+        finally:
+            self._give_back(conn, broken=broken)
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -344,6 +404,9 @@ class PostgresStore(Store):
                 ],
             )
             stored.update(r[0] for r in rows if r[0] is not None)
+
+    def overflow(self) -> None:
+        self.execute(NOTIFY_OVERFLOW)
 
     def writable(self) -> str | None:
         """A standby or a read-only server says so; asking costs no write."""
@@ -486,14 +549,15 @@ class PostgresStore(Store):
                 with conn.cursor() as cur:
                     cur.execute(f"LISTEN {CHANNEL}")
                 delay = 0.5
-                wake()  # anything that became ready while we were not listening
+                wake(True)  # anything that became ready while we were not listening
                 while not stopped.is_set():
                     if select.select([conn], [], [], 1.0) == ([], [], []):
                         continue
                     conn.poll()
                     if conn.notifies:
+                        urgent = any(n.payload == OVERFLOW for n in conn.notifies)
                         conn.notifies.clear()
-                        wake()
+                        wake(urgent)
             except Exception as exc:
                 logger.warning("LISTEN connection lost ({}); reconnecting in {:.1f}s", str(exc).strip(), delay)
                 time.sleep(delay)
@@ -502,6 +566,69 @@ class PostgresStore(Store):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
+
+
+class _Pool:
+    """At most ``size`` connections, opened when first needed and kept while they work.
+
+    A thread that finds them all borrowed waits for one to come back.
+    """
+
+    def __init__(self, size: int, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        self._slots.acquire()
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            conn = self._connect()
+            conn.autocommit = True  # a statement outside ``tx`` is a transaction of its own
+        except BaseException:
+            self._slots.release()
+            raise
+        return conn
+
+    def put(self, conn: Any, *, broken: bool) -> None:
+        try:
+            if broken or conn.closed:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
+    def close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class Rows:
+    """What a statement outside a transaction returned, read before its connection went back."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self._rows)
 
 
 class _NoLock:

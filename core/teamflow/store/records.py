@@ -261,6 +261,7 @@ class TaskFilter:
     status: str | None = None
     parent_id: str | None = None
     before: tuple[float, str] | None = None  # (created_at, id) of the previous page's last row
+    namespaces: tuple[str, ...] | None = None  # only these namespaces (a token's reach)
 
 
 # -- the catalog ------------------------------------------------------------------------
@@ -287,6 +288,21 @@ class VersionRecord:
     distribution_version: str
     deprecated: str | None
     definition: dict[str, Any]
+
+
+# -- workers ----------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class WorkerRecord:
+    """A worker's last heartbeat."""
+
+    id: str
+    group: str  # a digest of the routes it serves: the workers that can run the same steps
+    routes: tuple[str, ...]
+    concurrency: int
+    started_at: float
+    seen_at: float
 
 
 # -- stats ------------------------------------------------------------------------------
@@ -324,3 +340,66 @@ class DurationHistogram:
     buckets: tuple[int, ...]  # steps at or below each bucket bound
     count: int
     total_s: float
+
+
+# -- access ------------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class TokenRecord:
+    """A token as stored (never its secret)."""
+
+    name: str
+    namespaces: tuple[str, ...]
+    scopes: tuple[str, ...]
+    identity: str | None
+    created_at: float
+    created_by: str
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+@attrs.frozen(slots=True)
+class AuditEntry:
+    """One action to record, in the action's own transaction."""
+
+    action: str
+    actor: str
+    namespace: str | None = None
+    target: str | None = None
+    address: str | None = None
+    detail: str | None = None
+
+
+@attrs.frozen(slots=True)
+class AuditRecord:
+    id: int
+    at: float
+    action: str
+    actor: str
+    namespace: str | None
+    target: str | None
+    address: str | None
+    detail: str | None
+    count: int
+
+
+@attrs.frozen(slots=True)
+class SessionRecord:
+    """A signed-in admin page's session: its token, the secret it signed in with, its CSRF value."""
+
+    token: str
+    secret_hash: str
+    csrf: str
+    created_at: float
+    seen_at: float
+
+
+@attrs.frozen(slots=True)
+class ApprovalRecord:
+    approver: str
+    fingerprint: str
+    at: float
+    verified: bool
+    via: str | None

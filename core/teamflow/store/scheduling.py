@@ -17,6 +17,7 @@ from teamflow.models import TERMINAL
 from teamflow.store.records import (
     DONE_STEP,
     Applied,
+    AuditEntry,
     Claimed,
     Claims,
     ExpiredLease,
@@ -380,10 +381,11 @@ class Scheduling(Tasks):
 
     # -- operator actions ---------------------------------------------------------------
 
-    def cancel(self, task_id: str, actor: str) -> Applied:
+    def cancel(self, task_id: str, actor: str, audit: AuditEntry | None = None) -> Applied:
         applied = Applied()
         with self.tx():
-            self._cancel(task_id, actor, "cancelled", applied)
+            if self._cancel(task_id, actor, "cancelled", applied) and audit is not None:
+                self.audit_in(audit)
         return applied
 
     def _cancel(self, task_id: str, actor: str, why: str, applied: Applied) -> bool:
@@ -400,7 +402,9 @@ class Scheduling(Tasks):
         for (child_id,) in self.execute(RUNNING_CHILDREN, (task_id,)).fetchall():
             self._cancel(child_id, "teamflow", why, applied)
 
-    def reopen(self, task_id: str, steps: dict[str, tuple[str, ...]], actor: str) -> list[str]:
+    def reopen(
+        self, task_id: str, steps: dict[str, tuple[str, ...]], actor: str, audit: AuditEntry | None = None
+    ) -> list[str]:
         """Re-open a failed task: failed and cancelled steps go back to pending, attempts reset."""
         with self.tx():
             status = dict(self.execute(STEP_STATUSES, (task_id,)).fetchall())
@@ -415,11 +419,19 @@ class Scheduling(Tasks):
                 [(task_id, None, "failed", "in_progress", None, actor, "retry")]
                 + [(task_id, name, status[name], "pending", 0, actor, "retry") for name in reopened]
             )
+            if audit is not None:
+                self.audit_in(audit)
             self.notify()
         return reopened
 
     def resolve_step(
-        self, task_id: str, step: str, result: str, actor: str, successors: Sequence[str]
+        self,
+        task_id: str,
+        step: str,
+        result: str,
+        actor: str,
+        successors: Sequence[str],
+        audit: AuditEntry | None = None,
     ) -> Resolved:
         """Mark a step resolved by hand; its dependants treat it as completed."""
         applied = Applied()
@@ -441,5 +453,7 @@ class Scheduling(Tasks):
                 self._release_successors(task_id, successors, None, 0.0, transitions)
             self._transition(transitions)
             self._step_done(task_id, applied)
+            if audit is not None:
+                self.audit_in(audit)
             self.notify()
         return Resolved(previous, applied)

@@ -16,7 +16,7 @@ import peewee as pw
 from teamflow.errors import StoreError
 from teamflow.store.base import StoreBase
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 Migration = Callable[[pw.Database], None]
 
@@ -184,7 +184,90 @@ def _v2(db: pw.Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
+def _v3(db: pw.Database) -> None:
+    # Worker heartbeats: which versions live workers serve, and who answers wake-ups first.
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS tf_worker (id VARCHAR(255) PRIMARY KEY, grp VARCHAR(40) NOT NULL, "
+        "routes TEXT NOT NULL, concurrency INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL, "
+        "seen_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
+class Token(_Base):
+    """An access token: what it reaches; its secrets are in ``tf_token_secret``, hashed."""
+
+    name = pw.CharField(primary_key=True, max_length=100)
+    namespaces = pw.TextField()  # JSON list
+    scopes = pw.TextField()  # JSON list
+    identity = pw.CharField(null=True)
+    created_at = pw.DoubleField()
+    created_by = pw.CharField()
+    expires_at = pw.DoubleField(null=True)
+    revoked_at = pw.DoubleField(null=True)
+    last_used_at = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "tf_token"
+
+
+class TokenSecret(_Base):
+    """A token's secret, as its SHA-256: valid until ``retired_at`` (a rotation's overlap)."""
+
+    hash = pw.CharField(primary_key=True, max_length=64)
+    token = pw.CharField(max_length=100, index=True)
+    created_at = pw.DoubleField()
+    retired_at = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "tf_token_secret"
+
+
+class AdminSession(_Base):
+    """A signed-in admin page: bound to the secret it signed in with (the cookie holds only
+    the session id, stored here as its SHA-256)."""
+
+    id_hash = pw.CharField(primary_key=True, max_length=64)
+    token = pw.CharField(max_length=100, index=True)
+    secret_hash = pw.CharField(max_length=64)
+    csrf = pw.CharField(max_length=64)
+    created_at = pw.DoubleField()
+    seen_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "tf_session"
+
+
+class Audit(_Base):
+    """Who did what, when, from where. Refused requests share one row per ``bucket``
+    (address, token, route, status and minute) with a ``count``."""
+
+    id = pw.AutoField()
+    at = pw.DoubleField(index=True)
+    action = pw.CharField(max_length=40)
+    actor = pw.CharField()
+    namespace = pw.CharField(null=True, index=True)
+    target = pw.TextField(null=True)
+    address = pw.CharField(null=True)
+    detail = pw.TextField(null=True)
+    count = pw.IntegerField(default=1)
+    bucket = pw.CharField(null=True, unique=True)
+
+    class Meta:
+        table_name = "tf_audit"
+
+
+ACCESS_MODELS: tuple[type[pw.Model], ...] = (Token, TokenSecret, AdminSession, Audit)
+
+
+def _v4(db: pw.Database) -> None:
+    # Access: tokens, their hashed secrets, admin sessions, the audit trail; approvals say
+    # whether their approver's identity was verified (older ones were not) and through what.
+    db.create_tables(ACCESS_MODELS, safe=True)
+    db.execute_sql("ALTER TABLE tf_approval ADD COLUMN verified INTEGER NOT NULL DEFAULT 0")
+    db.execute_sql("ALTER TABLE tf_approval ADD COLUMN via VARCHAR(255)")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 _binding = threading.Lock()  # models are bound to one database at a time, while it migrates
 
@@ -207,7 +290,7 @@ class Schema(StoreBase):
     def upgrade(self) -> list[int]:
         """Apply missing migrations in one transaction; idempotent. Returns the versions applied."""
         applied = []
-        with _binding, self.db.bind_ctx(MODELS), self.db.atomic():
+        with _binding, self.db.bind_ctx(MODELS + ACCESS_MODELS), self.db.atomic():
             current = self.schema_version() or 0
             for version in sorted(MIGRATIONS):
                 if version > current:

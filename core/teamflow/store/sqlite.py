@@ -232,7 +232,7 @@ class SqliteStore(Store):
                     now = version
                 if now != version:
                     version, pause = now, WATCH_BUSY_S
-                    wake()
+                    wake(True)  # no word on what changed: every worker of the file looks
                 else:
                     pause = min(pause * 2, WATCH_IDLE_S)
         finally:

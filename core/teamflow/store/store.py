@@ -10,15 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from teamflow.errors import StoreError
+from teamflow.store.access import AccessStore
 from teamflow.store.catalog import Catalog
 from teamflow.store.scheduling import Scheduling
 from teamflow.store.schema import Schema
 from teamflow.store.stats import Stats
+from teamflow.store.workers import Workers
 
-Wake = Callable[[], None]
+# Called when another connection may have made work ready; ``urgent``: every worker should
+# claim (False: a NOTIFY that only a group's leader answers at once).
+Wake = Callable[[bool], None]
 
 
-class Store(Schema, Catalog, Scheduling, Stats):
+class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore):
     """A connection pool to one database and every statement teamflow runs on it."""
 
     def writable(self) -> str | None:

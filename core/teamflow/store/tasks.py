@@ -47,6 +47,7 @@ CHILD_AT = (
     "SELECT id, status, request_hash, parent_attempt FROM tf_task WHERE parent_id = ? AND parent_step = ? "
     "AND call_ordinal = ? ORDER BY created_at DESC LIMIT 1"
 )
+TASK_NAMESPACE = "SELECT namespace FROM tf_task WHERE id = ?"
 INSERT_TASK = (
     "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
     "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
@@ -255,6 +256,11 @@ class Tasks(StoreBase):
     def children(self, task_id: str) -> list[ChildRecord]:
         return [ChildRecord(*r) for r in self.execute(CHILDREN, (task_id,)).fetchall()]
 
+    def task_namespace(self, task_id: str) -> str | None:
+        """The namespace of a task (None: no such task)."""
+        row = self.execute(TASK_NAMESPACE, (task_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def list_tasks(self, where: TaskFilter, limit: int) -> list[TaskListing]:
         """Newest first, from ``where.before`` (the previous page's last row) on."""
         clauses: list[str] = []
@@ -264,6 +270,11 @@ class Tasks(StoreBase):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if where.namespaces is not None:
+            if not where.namespaces:
+                return []
+            clauses.append(f"namespace IN ({self.placeholders(len(where.namespaces))})")
+            params.extend(where.namespaces)
         if where.before is not None:
             clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
             params.extend([where.before[0], where.before[0], where.before[1]])

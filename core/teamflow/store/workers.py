@@ -1,0 +1,58 @@
+"""Workers: each records a heartbeat with the versions it serves, and leaves on a clean stop.
+
+The heartbeats say which routes some live worker serves (a task no live worker can serve
+is reported, not silently stuck), and which worker of a group (the workers serving the
+same routes) answers wake-ups first (``leader``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from teamflow.store.base import StoreBase
+from teamflow.store.records import WorkerRecord
+
+UPSERT = (
+    "INSERT INTO tf_worker (id, grp, routes, concurrency, started_at, seen_at) VALUES (?, ?, ?, ?, {now}, {now}) "
+    "ON CONFLICT (id) DO UPDATE SET seen_at = {now}, routes = excluded.routes, grp = excluded.grp"
+)
+FORGET = "DELETE FROM tf_worker WHERE id = ?"
+LEADER = (
+    "SELECT id FROM tf_worker WHERE grp = ? AND seen_at > {now} - ? ORDER BY started_at, id LIMIT 1"
+)
+LIVE = (
+    "SELECT id, grp, routes, concurrency, started_at, seen_at FROM tf_worker WHERE seen_at > {now} - ? "
+    "ORDER BY started_at, id"
+)
+FORGET_GONE = "DELETE FROM tf_worker WHERE seen_at < {now} - ?"
+
+
+class Workers(StoreBase):
+    def heartbeat(self, worker_id: str, group: str, routes: Sequence[str], concurrency: int) -> None:
+        """Say that ``worker_id`` is alive and serves ``routes``."""
+        with self.tx():  # SQLite: every write inside BEGIN IMMEDIATE, under the writer lock
+            self.execute(UPSERT, (worker_id, group, json.dumps(sorted(routes)), concurrency))
+
+    def forget_worker(self, worker_id: str, *, gone_after_s: float = 86400.0) -> None:
+        """A worker stopped; heartbeats older than ``gone_after_s`` go too."""
+        with self.tx():
+            self.execute(FORGET, (worker_id,))
+            self.execute(FORGET_GONE, (gone_after_s,))
+
+    def leader(self, group: str, within_s: float) -> str | None:
+        """The longest-running worker of ``group`` seen within ``within_s`` seconds."""
+        row = self.execute(LEADER, (group, within_s)).fetchone()
+        return None if row is None else str(row[0])
+
+    def live_workers(self, within_s: float) -> list[WorkerRecord]:
+        """Workers seen within ``within_s`` seconds, the longest-running first."""
+        return [
+            WorkerRecord(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5])
+            for r in self.execute(LIVE, (within_s,)).fetchall()
+        ]
+
+    def overflow(self) -> None:
+        """Wake every worker, not just its group's leader: ready work waits (a database with
+        no broadcast wake-up does nothing here)."""
+        return
