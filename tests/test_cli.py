@@ -616,6 +616,12 @@ def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Pat
     platform = tf.with_dir(tmp_path / "platform", extra_path=[site])
     (platform.cwd / "teamflow.toml").write_text(SHARED_CONFIG)
 
+    waiting = platform.run("check").stdout
+    assert "waiting for approval: shared/notify@1.0.0" in waiting and "teamflow approve" in waiting
+    strict = platform.run("check", env={"TEAMFLOW_STRICT": "true"}, expect=1)
+    assert "WAITING FOR APPROVAL" in strict.stdout
+    assert '"status": "waiting"' in platform.run("show", "shared/notify@1.0.0", "--json").stdout
+
     message = platform.error("run", "shared/notify@1.0.0", code="not_approved")
     assert "requires approval" in message and "sarah@growthcorp.example" in message
     assert "teamflow approve shared/notify@1.0.0 --approver" in message
@@ -627,7 +633,9 @@ def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Pat
 
     approved = platform.run("approve", "shared/notify@1.0.0", "--approver", "sarah@growthcorp.example").stdout
     assert approved.startswith("approved shared/notify@1.0.0 fingerprint ")
-    assert approved.strip().endswith("by sarah@growthcorp.example")
+    assert "by sarah@growthcorp.example (via cli:" in approved
+    shown = platform.run("show", "shared/notify@1.0.0").stdout
+    assert "sarah@growthcorp.example approved the current fingerprint" in shown and "via cli:" in shown
 
     task = platform.json("run", "shared/notify@1.0.0", "--context", '{"who": "ops"}')
     assert task["status"] == "completed"

@@ -195,8 +195,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one workflow version: steps, dependencies, owner, fingerprint, distribution."""
     host = _host(ctx)
     parsed = parse_ref(ref)
-    entry = host.registry.resolve(parsed.namespace, parsed.name, parsed.version)
-    data = views.version_detail(host.registry, entry)
+    data = host.version_view(parsed.namespace, parsed.name, parsed.version)
     if as_json:
         _json(data)
         return
@@ -221,6 +220,22 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     out.print(table)
     for caller in data.called_by:
         out.print(Text(f"called by {caller.caller} step {caller.step} ({caller.call})"))
+    _print_approval(data)
+
+
+def _print_approval(data: views.VersionDetail) -> None:
+    state = data.approval
+    if state is None or state.status == "not_required":
+        out.print("approval: not required")
+        return
+    if state.status == "waiting":
+        _line("approval:", "yellow", f"waiting for one of {', '.join(state.approvers) or '(no approvers)'}")
+    for a in state.approvals:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(a.at))
+        how = f"via {a.via}" if a.verified else "recorded without a verified identity"
+        which = "the current fingerprint" if a.current else f"an earlier fingerprint {a.fingerprint[:12]}"
+        _line("approved:" if a.current else "approved (stale):", "green" if a.current else "yellow",
+              f"{a.approver} approved {which} at {when} ({how})")
 
 
 @main.command()
@@ -232,18 +247,23 @@ def check(ctx: click.Context, as_json: bool) -> None:
     host = _host(ctx)
     report = host.load_report()
     health = host.readiness()  # the same rules as GET /health/ready
+    # A version waiting for approval cannot run: a problem in strict mode, else a warning.
+    waiting_fails = bool(report.waiting_approval) and host.config.strict
     if as_json:
         _json(report)
     else:
         _print_problems(host)
         for reason in health.reasons:
             _line("NOT READY", "red", reason)
-        if report.ok and not health.reasons:
+        for waiting in report.waiting_approval:
+            _line("WAITING FOR APPROVAL" if waiting_fails else "waiting for approval:", "red" if waiting_fails else "yellow",
+                  f"{waiting.reference} (fingerprint {waiting.fingerprint[:12]}) cannot run until {waiting.fix}")
+        if report.ok and not health.reasons and not waiting_fails:
             out.print(
                 f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
                 f"namespace(s), {len(host.registry)} workflow version(s)"
             )
-    sys.exit(0 if report.ok and not health.reasons else 1)
+    sys.exit(0 if report.ok and not health.reasons and not waiting_fails else 1)
 
 
 @main.command()
@@ -252,10 +272,11 @@ def check(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @handle_errors
 def approve(ctx: click.Context, ref: str, approver: str) -> None:
-    """Approve a workflow version (its current fingerprint) in a namespace that requires approval."""
+    """Approve a workflow version (its current fingerprint) in a namespace that requires approval;
+    the OS user and host are recorded beside the approver."""
     host = _host(ctx)
-    digest = host.approve(ref, approver)
-    out.print(Text(f"approved {ref} fingerprint {digest[:12]} by {approver}"))
+    done = host.approve(ref, approver, caller=host.cli_caller())
+    out.print(Text(f"approved {done.reference} fingerprint {done.fingerprint[:12]} by {done.approver} (via {done.via})"))
 
 
 # -- tasks ----------------------------------------------------------------------------------

@@ -114,6 +114,13 @@ class NotApproved(TeamflowError):
     status = 403
 
 
+class ApprovalNotRequired(TeamflowError):
+    """An approval asked for in a namespace whose policy requires none."""
+
+    code = "approval_not_required"
+    status = 409
+
+
 class CallerNotAllowed(TeamflowError):
     code = "caller_not_allowed"
     status = 403

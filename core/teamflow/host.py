@@ -25,6 +25,7 @@ from teamflow.engine.events import Events
 from teamflow.engine.group_commit import TaskCommit
 from teamflow.engine.runner import Runner, new_worker_id
 from teamflow.errors import (
+    ApprovalNotRequired,
     Forbidden,
     InvalidCursor,
     NamespaceNotFound,
@@ -40,7 +41,7 @@ from teamflow.registry.published import definition, policy_dict
 from teamflow.store import Store, open_store
 from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
-from teamflow.tokens import EXECUTE, Caller
+from teamflow.tokens import APPROVE, EXECUTE, Caller
 
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
@@ -82,6 +83,31 @@ def _may_execute(caller: Caller | None, namespace: str) -> None:
             token=principal.name,
             namespace=namespace,
         )
+
+
+def _approver(caller: Caller, namespace: str, given: str | None) -> str:
+    """Who approves: a token's identity (it must hold scope approve there), else the name given."""
+    principal = caller.principal
+    if principal is None:
+        if not given:
+            raise NotApproved("name the approver: `teamflow approve REF --approver EMAIL`")
+        return given
+    if not principal.may(APPROVE, namespace):
+        raise Forbidden(
+            f"token {principal.name!r} may not approve in namespace {namespace!r}: use a token with scope "
+            f"'approve' on {namespace!r} whose identity is one of its approvers",
+            token=principal.name,
+            namespace=namespace,
+        )
+    if principal.identity is None:
+        raise Forbidden(
+            f"token {principal.name!r} has no identity to approve as: create the approver's token with "
+            "`teamflow tokens create --scope approve --identity EMAIL ...`",
+            token=principal.name,
+        )
+    if given is not None and given != principal.identity:
+        raise Forbidden(f"token {principal.name!r} approves as {principal.identity}, not as {given}", token=principal.name)
+    return principal.identity
 
 
 def _no_task(task_id: str) -> TaskNotFound:
@@ -392,18 +418,64 @@ class Host:
             next_cursor = f"{rows[-1].created_at!r}_{rows[-1].id}"
         return views.TaskPage([views.task_summary(r) for r in rows], next_cursor)
 
-    def approve(self, ref: str, approver: str) -> str:
-        """Approve a workflow version's current fingerprint; returns the fingerprint."""
+    def approve(self, ref: str, approver: str | None = None, *, caller: Caller | None = None) -> views.ApprovalView:
+        """Approve a version's current fingerprint (a changed definition needs a new approval).
+
+        Refused: an unknown version, a namespace that requires no approval, an approver who
+        is not one of its ``approvers``. A token's approval is made as the token's
+        ``identity`` (never a name sent with the request); the CLI's records the OS user and
+        host beside the approver. The approval and its audit row share one transaction.
+        """
+        caller = caller or cli_caller()
         parsed = parse_ref(ref)
         entry = self.registry.resolve(parsed.namespace, parsed.name, parsed.version)
         policy = self.registry.namespaces[entry.namespace].policy
-        if policy.approvers and approver not in policy.approvers:
-            raise NotApproved(
-                f"{approver} is not an approver of namespace {entry.namespace!r}; approvers: "
-                f"{', '.join(policy.approvers)}"
+        approver = _approver(caller, entry.namespace, approver)
+        if not policy.requires_approval:
+            raise ApprovalNotRequired(
+                f"namespace {entry.namespace!r} (owned by {self.registry.namespaces[entry.namespace].owner}) does not "
+                f"require approval: {entry.ref} runs without one",
+                reference=entry.ref,
             )
-        self.store.approve(entry.namespace, entry.name, entry.version.text, entry.fingerprint, approver)
-        return entry.fingerprint
+        if approver not in policy.approvers:
+            raise NotApproved(
+                f"{approver} is not an approver of namespace {entry.namespace!r}; its approvers: "
+                f"{', '.join(policy.approvers) or 'none (the namespace policy lists no approvers)'}",
+                reference=entry.ref,
+                approvers=list(policy.approvers),
+            )
+        audit = AuditEntry(
+            "approve", caller.actor, entry.namespace, entry.ref, caller.address,
+            f"approver {approver}; fingerprint {entry.fingerprint[:12]}",
+        )
+        self.store.approve(
+            entry.namespace, entry.name, entry.version.text, entry.fingerprint, approver, via=caller.actor, audit=audit
+        )
+        return views.ApprovalView(entry.ref, approver, entry.fingerprint, time.time(), True, caller.actor, True)
+
+    def version_view(self, namespace: str, name: str, version: str | None) -> views.VersionDetail:
+        """One version as every surface shows it, with who approved it (or who can)."""
+        entry = self.registry.resolve(namespace, name, version)
+        records = self.store.approval_records(entry.namespace, entry.name, entry.version.text)
+        return views.version_detail(self.registry, entry, views.approval_state(self.registry, entry, records))
+
+    def waiting_approval(self) -> list[views.WaitingApproval]:
+        """Loaded versions that cannot run until one of their namespace's approvers approves them."""
+        waiting = []
+        for entry in self.registry.entries():
+            policy = self.registry.namespaces[entry.namespace].policy
+            if not policy.requires_approval:
+                continue
+            approvers = set(self.store.approvals(entry.namespace, entry.name, entry.version.text, entry.fingerprint))
+            if approvers & set(policy.approvers):
+                continue
+            waiting.append(views.WaitingApproval(
+                entry.ref, entry.fingerprint, list(policy.approvers),
+                f"one of {', '.join(policy.approvers) or '(no approvers configured)'} runs "
+                f"`teamflow approve {entry.ref} --approver EMAIL` (or POST /workflows/{entry.namespace}/{entry.name}/"
+                f"{entry.version.text}/approvals with an approve token)",
+            ))
+        return waiting
 
     # -- access -----------------------------------------------------------------------------
 
@@ -479,7 +551,7 @@ class Host:
 
     def load_report(self) -> views.LoadReportView:
         """Plugins, refusals, conflicts, drift, and the tasks no worker here can serve."""
-        return views.load_report(self.plugins, self.unservable())
+        return views.load_report(self.plugins, self.unservable(), self.waiting_approval())
 
     def readiness(self) -> views.Health:
         """Whether this host can do its work: the database answers, its schema is this

@@ -18,6 +18,7 @@ from teamflow.refs import parse_ref
 from teamflow.registry import ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
 from teamflow.store.records import (
     ActiveVersion,
+    ApprovalRecord,
     AuditRecord,
     ChildRecord,
     DurationHistogram,
@@ -385,9 +386,58 @@ class VersionDetail:
     order: list[str]
     steps: list[StepDefinition]
     called_by: list[Caller]
+    approval: ApprovalState | None = None  # None where the store was not asked (a pure view)
 
 
-def version_detail(registry: Registry, entry: WorkflowEntry) -> VersionDetail:
+@attrs.frozen
+class ApprovalView:
+    """One approval: who approved which fingerprint when, and through what (``cli:user@host``
+    or ``token:NAME``). ``verified``: the approver was checked against the namespace's
+    approvers by this teamflow (approvals recorded before that check was not)."""
+
+    reference: str
+    approver: str
+    fingerprint: str
+    at: float
+    verified: bool
+    via: str | None
+    current: bool  # of the fingerprint loaded now (a changed definition needs a new approval)
+
+
+@attrs.frozen
+class ApprovalState:
+    """``approved``, ``waiting`` (for one of ``approvers``) or ``not_required``."""
+
+    status: Literal["approved", "waiting", "not_required"]
+    approvers: list[str]
+    approvals: list[ApprovalView]
+
+
+def approval_state(registry: Registry, entry: WorkflowEntry, records: Sequence[ApprovalRecord]) -> ApprovalState:
+    policy = registry.namespaces[entry.namespace].policy
+    shown = [
+        ApprovalView(entry.ref, r.approver, r.fingerprint, r.at, r.verified, r.via, r.fingerprint == entry.fingerprint)
+        for r in records
+    ]
+    if not policy.requires_approval:
+        return ApprovalState("not_required", list(policy.approvers), shown)
+    ok = any(a.current and a.approver in policy.approvers for a in shown)
+    return ApprovalState("approved" if ok else "waiting", list(policy.approvers), shown)
+
+
+@attrs.frozen
+class WaitingApproval:
+    """A loaded version of a namespace that requires approval, not approved yet: it cannot run."""
+
+    reference: str
+    fingerprint: str
+    approvers: list[str]
+    fix: str
+
+
+def version_detail(
+    registry: Registry, entry: WorkflowEntry, approval: ApprovalState | None = None
+) -> VersionDetail:
     ns = registry.namespaces[entry.namespace]
     summary = version_summary(entry)
     return VersionDetail(
@@ -412,6 +462,7 @@ def version_detail(registry: Registry, entry: WorkflowEntry) -> VersionDetail:
             for name in entry.order
         ],
         called_by=callers(registry, entry),
+        approval=approval,
     )
 
 
@@ -459,9 +510,12 @@ class LoadReportView:
     ok: bool
     problems: int
     unservable_tasks: list[Unservable]
+    waiting_approval: list[WaitingApproval] = attrs.field(factory=list)
 
 
-def load_report(report: LoadReport, unservable_tasks: Sequence[Unservable]) -> LoadReportView:
+def load_report(
+    report: LoadReport, unservable_tasks: Sequence[Unservable], waiting: Sequence[WaitingApproval] = ()
+) -> LoadReportView:
     return LoadReportView(
         plugins=list(report.plugins),
         refusals=list(report.refusals),
@@ -470,6 +524,7 @@ def load_report(report: LoadReport, unservable_tasks: Sequence[Unservable]) -> L
         ok=report.ok,
         problems=report.problems,
         unservable_tasks=list(unservable_tasks),
+        waiting_approval=list(waiting),
     )
 
 

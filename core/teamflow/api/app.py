@@ -55,9 +55,10 @@ from teamflow.host import Host
 from teamflow.limits import MAX_BATCH, MAX_BODY_BYTES
 from teamflow.models import TERMINAL, TaskRequest
 from teamflow.serialization import encode_view
-from teamflow.tokens import ADMIN, EXECUTE, METRICS, OPERATE, READ, Caller, parse_duration
+from teamflow.tokens import ADMIN, APPROVE, EXECUTE, METRICS, OPERATE, READ, Caller, parse_duration
 from teamflow.views import (
     Accepted,
+    ApprovalView,
     AuditPage,
     Batch,
     Health,
@@ -385,7 +386,31 @@ def workflow_versions(
 def workflow_version(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str], version: FromPath[str]
 ) -> Response[VersionDetail]:
-    return _json(views.version_detail(host.registry, host.registry.resolve(namespace, name, version)))
+    return _json(host.version_view(namespace, name, version))
+
+
+@post(
+    "/workflows/{namespace:str}/{name:str}/{version:str}/approvals",
+    status_code=201,
+    sync_to_thread=True,
+    guards=[needs(APPROVE)],
+    tags=["workflows"],
+    summary="Approve a version's current fingerprint, as the token's identity",
+    description="The approver is the `identity` of the `approve` token, which must be one of the namespace's "
+    "`approvers`; no body is read. A changed definition (a new fingerprint) needs a new approval.",
+    responses={
+        201: ResponseSpec(ApprovalView, description="Approved", generate_examples=False),
+        **_errors(403, 404, 409),
+    },
+)
+def approve_version(
+    host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
+    namespace: FromPath[str],
+    name: FromPath[str],
+    version: FromPath[str],
+) -> Response[ApprovalView]:
+    return _json(host.approve(f"{namespace}/{name}@{version}", caller=caller), 201)
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -510,14 +535,15 @@ def audit(
 
 @get(
     "/tokens",
-    sync_to_thread=True,
     guards=[needs(ADMIN)],
     tags=["access"],
     summary="Every token, without its secret",
     responses=_errors(403),
 )
-def list_tokens(host: NamedDependency[Host]) -> Response[Tokens]:
-    return _json(host.list_tokens())
+async def list_tokens(host: NamedDependency[Host]) -> Response[Tokens]:
+    # async, with the read in a thread: Litestar 2.25 answers a sync GET whose path also has
+    # a sync POST (POST /tokens) with the coroutine it forgot to await (a 500)
+    return _json(await anyio.to_thread.run_sync(host.list_tokens))
 
 
 @post(
@@ -718,6 +744,7 @@ def create_app(host: Host) -> Litestar:
             namespace_workflows,
             workflow_versions,
             workflow_version,
+            approve_version,
             list_tasks,
             get_task,
             cancel_task,
