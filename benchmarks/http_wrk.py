@@ -15,6 +15,9 @@ dropped as a timeout):
    is pending or in progress (polled in the database file, read-only, every 50 ms);
 4. ``GET /tasks/{id}`` of the task created first; 5. ``GET /tasks`` (the first page).
 
+``--workers 0`` runs twice: access control off, then on (a token made with ``teamflow tokens
+create``, sent on every request but the floor's), to show what the checks cost.
+
 Each route's row: requests/s, p50/p99 latency, errors (socket errors + non-2xx/3xx answers),
 and the ratios to the floor of the same server (req/s ratio, p99 ratio).
 """
@@ -89,10 +92,11 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def _post_json(url: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
@@ -136,13 +140,19 @@ def _drain_s(db: Path, servers: Processes) -> tuple[float | None, int]:
 
 
 def _wrk(
-    url: str, seconds: float, connections: int, threads: int, script: Path | None = None
+    url: str, seconds: float, connections: int, threads: int, script: Path | None = None, token: str | None = None
 ) -> dict[str, Any]:
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
                "--timeout", "30s"]  # fmt: skip
+    env = dict(os.environ)
+    if token is not None:
+        command += ["-H", f"Authorization: Bearer {token}"]
+        env["TEAMFLOW_BENCH_TOKEN"] = token  # the POST script builds its own headers
     if script is not None:
         command += ["-s", str(script)]
-    done = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 120, check=False)
+    done = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=seconds + 120, check=False, env=env
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
     return parse_wrk(done.stdout)
@@ -153,44 +163,54 @@ def _serve_command() -> list[str]:
     return [str(script)] if script.exists() else [PY, "-m", "teamflow.cli"]
 
 
+def _create_token(env: dict[str, str], workdir: Path) -> str:
+    """A token of scopes read and execute on payments, made as an operator would (the CLI)."""
+    done = subprocess.run(
+        [*_serve_command(), "tokens", "create", "--name", "bench", "--namespace", "payments", "--scope", "read",
+         "--scope", "execute"],
+        env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
 def run_server(
-    tmp: Path, workers: int, seconds: float, connections: int, threads: int
+    tmp: Path, workers: int, seconds: float, connections: int, threads: int, access: bool = False
 ) -> list[dict[str, Any]]:
-    """Every route against one ``teamflow serve --workers W``; one row per route."""
-    workdir = tmp / f"http-workers-{workers}"
+    """Every route against one ``teamflow serve --workers W``; one row per route. ``access``:
+    a token exists (access control on) and every request but the floor carries it."""
+    workdir = tmp / f"http-workers-{workers}{'-access' if access else ''}"
     workdir.mkdir()
     db = workdir / "teamflow.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMFLOW_")}
     env["TEAMFLOW_DATABASE_URL"] = f"sqlite:///{db}"
+    token = _create_token(env, workdir) if access else None
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     servers = Processes(workdir)
     rows: list[dict[str, Any]] = []
-    server = f"serve --workers {workers}"
+    server = f"serve --workers {workers}" + (", access control on" if access else "")
     try:
         servers.start(
             [*_serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
             env, workdir, "serve",
         )  # fmt: skip
         _wait_ready(base, servers)
-        first = _post_json(f"{base}/workflows/execute", REFUND)["id"]
+        first = _post_json(f"{base}/workflows/execute", REFUND, token)["id"]
         floor = _wrk(f"{base}/health/live", seconds, connections, threads)
         rows.append({"server": server, "route": "GET /health/live (floor)", **floor})
-        post = _wrk(f"{base}/workflows/execute", seconds, connections, threads, LUA_EXECUTE)
+        post = _wrk(f"{base}/workflows/execute", seconds, connections, threads, LUA_EXECUTE, token)
         rows.append({"server": server, "route": "POST /workflows/execute (async)", **post})
         if workers > 0:
             drained, left = _drain_s(db, servers)
             rows[-1]["drain_s"] = drained
             if drained is None:
                 rows[-1]["note"] = f"{left} tasks still open after {DRAIN_TIMEOUT_S:.0f} s"
-        status, _ = _get(f"{base}/tasks/{first}")
-        if status != 200:
-            raise RuntimeError(f"GET /tasks/{first} answered {status}")
         rows.append({"server": server, "route": "GET /tasks/{id}", **_wrk(f"{base}/tasks/{first}", seconds,
-                                                                            connections, threads)})  # fmt: skip
+                                                                            connections, threads, token=token)})  # fmt: skip
         rows.append(
-            {"server": server, "route": "GET /tasks", **_wrk(f"{base}/tasks", seconds, connections, threads)}
-        )
+            {"server": server, "route": "GET /tasks",
+             **_wrk(f"{base}/tasks", seconds, connections, threads, token=token)}
+        )  # fmt: skip
     finally:
         servers.stop()
     for row in rows:
@@ -205,10 +225,14 @@ def bench_http(tmp: Path, seconds: float, connections: int, threads: int) -> Non
         return
     ceiling = sqlite_ceiling(tmp, "FULL")
     rows: list[dict[str, Any]] = []
-    for workers in (0, 2):
-        rows += run_server(tmp, workers, seconds, connections, threads)
+    for workers, access in ((0, False), (0, True), (2, False)):
+        rows += run_server(tmp, workers, seconds, connections, threads, access)
+    plain = {r["route"]: r for r in rows if r["server"] == "serve --workers 0"}
+    for row in rows:
+        if row["server"].endswith("access control on") and row["route"] in plain:
+            row["x_access_off"] = row["req_per_s"] / plain[row["route"]]["req_per_s"]
     keys = ("server", "route", "req_per_s", "p50_ms", "p99_ms", "errors", "x_floor_req_per_s", "x_floor_p99",
-            "requests", "socket_errors", "non_2xx_3xx", "drain_s", "note")  # fmt: skip
+            "x_access_off", "requests", "socket_errors", "non_2xx_3xx", "drain_s", "note")  # fmt: skip
     table(
         f"HTTP: teamflow serve on SQLite FULL, wrk -t{threads} -c{connections} -d{seconds:g}s, one route at a time",
         [{k: r.get(k) for k in keys} for r in rows],
@@ -216,6 +240,8 @@ def bench_http(tmp: Path, seconds: float, connections: int, threads: int) -> Non
             "x_floor_*: the route over GET /health/live of the same server (req/s ratio, p99 ratio); errors = "
             "socket errors (connect, read, write, timeout > 30 s) + non-2xx/3xx answers",
             "drain_s: after the POST load stopped, until no task is pending or in progress (embedded workers)",
+            "x_access_off: req/s with access control on (a token of scopes read, execute on every request) over "
+            "the same route with it off, both --workers 0, in this run",
             f"SQLite FULL commit ceiling of this run: {ceiling:,.0f} single-row commits/s",
         ],
     )

@@ -91,7 +91,7 @@ MATRIX: dict[tuple[str, str], tuple[str | None, tuple[int, int]]] = {
     ("POST", "/tasks/{task_id}/steps/{step}/resolve"): ("operate", (200, 404)),
     ("GET", "/audit"): ("read", (200, 200)),
     ("GET", "/tokens"): ("admin", (200, 200)),
-    ("POST", "/tokens"): ("admin", (201, 201)),
+    ("PUT", "/tokens/{name}"): ("admin", (201, 201)),
     ("POST", "/tokens/{name}/revoke"): ("admin", (200, 200)),
     ("GET", "/plugins"): (None, (200, 200)),
     ("GET", "/health/live"): ("-", (200, 200)),
@@ -170,8 +170,9 @@ class World:
             body = {"requests": [item, item]}
         elif template.endswith("/resolve"):
             body = {"result": {"by": "hand"}}
-        elif template == "/tokens" and method == "POST":
-            body = {"name": self.fresh_name(), "namespaces": ["payments"], "scopes": ["read"]}
+        elif template == "/tokens/{name}":
+            path = f"/tokens/{self.fresh_name()}"
+            body = {"namespaces": ["payments"], "scopes": ["read"]}
         query = {}
         if template in ("/tasks", "/audit"):
             query = {"namespace": "payments" if own else "customer_success"}

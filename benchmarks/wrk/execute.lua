@@ -10,6 +10,10 @@ end
 
 local sent = 0
 local headers = { ["Content-Type"] = "application/json" }
+local token = os.getenv("TEAMFLOW_BENCH_TOKEN")  -- access control on: every request carries it
+if token ~= nil and token ~= "" then
+  headers["Authorization"] = "Bearer " .. token
+end
 
 function request()
   sent = sent + 1

@@ -94,6 +94,19 @@ class Access:
         digest = secret_hash(secret)
         return self.by_digest(digest)
 
+    def cached(self, secret: str | None) -> tuple[bool, Principal | None]:
+        """(True, the principal) when a recent lookup of this secret can answer without the
+        database (the event loop asks this first); (False, None) when it cannot."""
+        if not secret:
+            return True, None
+        cached = self._cache.get(secret_hash(secret))
+        if cached is None or time.monotonic() - cached[0] >= CACHE_S:
+            return False, None
+        if cached[1] is not None:
+            with self._lock:
+                self._used[cached[1].name] = time.time()
+        return True, cached[1]
+
     def by_digest(self, digest: str) -> Principal | None:
         now = time.monotonic()
         cached = self._cache.get(digest)

@@ -115,9 +115,8 @@ class ResolveRequest:
 
 @attrs.frozen
 class TokenRequest:
-    """``POST /tokens``: a new token (an admin token only). The answer holds its secret, once."""
+    """``PUT /tokens/{name}``: a new token (an admin token only). The answer holds its secret, once."""
 
-    name: str = attrs.field(metadata=_doc("unique; letters, digits, '.', '_', '-'"))
     namespaces: list[str] = attrs.field(metadata=_doc("the namespaces it reaches; ['*'] for every namespace"))
     scopes: list[str] = attrs.field(metadata=_doc("read, execute, operate, approve, metrics, admin"))
     identity: str | None = attrs.field(default=None, metadata=_doc("an approver's e-mail (scope approve)"))

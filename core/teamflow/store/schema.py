@@ -265,6 +265,8 @@ def _v4(db: pw.Database) -> None:
     db.create_tables(ACCESS_MODELS, safe=True)
     db.execute_sql("ALTER TABLE tf_approval ADD COLUMN verified INTEGER NOT NULL DEFAULT 0")
     db.execute_sql("ALTER TABLE tf_approval ADD COLUMN via VARCHAR(255)")
+    # A token's task list (namespace IN its namespaces, newest first) pages on an index.
+    db.execute_sql("CREATE INDEX IF NOT EXISTS tf_task_namespace_newest ON tf_task (namespace, created_at, id)")
 
 
 MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
