@@ -130,7 +130,7 @@ def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
         )
 
 
-_NOT_QUERY = frozenset({"host", "metrics", "caller", "data", "request"})  # dependencies and the body
+_NOT_QUERY = frozenset({"host", "metrics", "caller", "viewer", "data", "request"})  # dependencies and the body
 
 
 def _query_names(route_handler: BaseRouteHandler) -> frozenset[str]:
@@ -656,7 +656,7 @@ def _error(
     request: Request[Any, Any, Any], status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response[Any]:
     if request.url.path.startswith("/admin"):
-        return admin.error_page(status, body, headers)
+        return admin.error_response(request, status, body, headers)
     return Response(body, status_code=status, headers=headers)
 
 
