@@ -66,8 +66,15 @@ def test_upgrade_from_v1_keeps_tasks_history_and_moves_the_keys_to_partial_index
                 "INSERT INTO tf_transition (task_id, step, from_status, to_status, at) VALUES (?, NULL, NULL, ?, ?)",
                 (task_id, status, float(n)),
             )
+        # an approval from before approvers' identities were checked (schema v4)
+        store.execute(
+            "INSERT INTO tf_approval (namespace, name, version, fingerprint, approver, at) "
+            "VALUES ('shared', 'notify', '1.0.0', 'fp', 'sarah@example.test', 5)"
+        )
 
     assert store.upgrade() == list(range(2, schema.SCHEMA_VERSION + 1))
+    [old] = store.approval_records("shared", "notify", "1.0.0")
+    assert (old.approver, old.fingerprint, old.verified, old.via) == ("sarah@example.test", "fp", False, None)
     assert store.upgrade() == []  # idempotent
     assert store.schema_version() == schema.SCHEMA_VERSION == max(schema.MIGRATIONS)
     assert [t.to_status for t in store.transitions(task_id)] == ["pending", "in_progress", "completed"]
