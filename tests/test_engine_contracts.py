@@ -376,9 +376,12 @@ def test_a_cancelled_child_wakes_its_parent_and_is_replaced_on_the_next_attempt(
     ) and time.monotonic() < deadline:
         time.sleep(0.05)
     call = final.step("call")
+    children = {c: alpha_only.get_task(c).status for c in call.children}
+    history = [(t.step, t.from_status, t.to_status, t.attempt, t.detail) for t in alpha_only.task_view(task_id).transitions]
     assert final.status in ("completed", "failed"), (
-        f"parent still {final.status} with step 'call' {call.status} 6 s after its child {first_child} was "
-        "cancelled: the cancellation did not wake the parked parent"
+        f"parent still {final.status} with step 'call' {call.status} (attempts {call.attempts}) 6 s after its child "
+        f"{first_child} was cancelled; children {children}; history {history}; workers "
+        f"{alpha_only.store.live_workers(60)}"
     )
     assert final.status == "completed", final.error_summary
     assert call.attempts == 2 and len(call.children) == 2 and call.children[0] == first_child
