@@ -238,12 +238,16 @@ def test_one_body_for_every_kind_of_unauthenticated_request(world: World) -> Non
 
 
 def test_lists_hold_only_the_tokens_namespaces(world: World) -> None:
-    world.fresh_task("own")
-    world.fresh_task("other")
+    world.client.post(f"/tasks/{world.fresh_task('own')}/cancel", headers=world.headers("admin"))
+    world.client.post(f"/tasks/{world.fresh_task('other')}/cancel", headers=world.headers("admin"))
     listed = world.client.get("/tasks", headers=world.headers("read")).json()["tasks"]
     assert listed and {t["namespace"] for t in listed} == {"payments"}
     everything = world.client.get("/tasks", headers=world.headers("admin")).json()["tasks"]
     assert {"payments", "customer_success"} <= {t["namespace"] for t in everything}
+    registry = world.client.get("/workflows", headers=world.headers("read")).json()
+    assert {n["name"] for n in registry["namespaces"]} == {"payments", "shared"}
+    assert {w["namespace"] for w in registry["workflows"]} == {"payments", "shared"}
+    assert len(world.client.get("/workflows", headers=world.headers("admin")).json()["namespaces"]) >= 4
     audit = world.client.get("/audit", headers=world.headers("read")).json()["rows"]
     assert audit and all(r["namespace"] in ("payments", "shared") for r in audit), audit
     everyone = world.client.get("/audit", headers=world.headers("admin")).json()["rows"]

@@ -316,10 +316,17 @@ class RegistryView:
     workflows: list[WorkflowView]
 
 
-def registry_view(registry: Registry, namespace: str | None = None) -> RegistryView:
-    """Every namespace (or one) with its workflows."""
+def registry_view(
+    registry: Registry, namespace: str | None = None, visible: Sequence[str] | None = None
+) -> RegistryView:
+    """Every namespace (or one, or only those ``visible``) with its workflows."""
     if namespace is not None:
         return RegistryView([namespace_view(registry, namespace)], workflows(registry, namespace))
+    if visible is not None:
+        return RegistryView(
+            [n for n in namespaces(registry) if n.name in visible],
+            [w for w in workflows(registry) if w.namespace in visible],
+        )
     return RegistryView(namespaces(registry), workflows(registry))
 
 

@@ -341,11 +341,13 @@ def execute_batch(
     sync_to_thread=False,
     guards=[needs(None)],
     tags=["workflows"],
-    summary="Every namespace and workflow",
+    summary="The token's namespaces and their workflows (every namespace for an admin or '*' token)",
+    description="Any namespace's definitions stay readable by any valid token at `/workflows/{namespace}...`, "
+    "since callers need providers' schemas; the list holds only the token's namespaces.",
     responses=_errors(),
 )
-def list_workflows(host: NamedDependency[Host]) -> Response[RegistryView]:
-    return _json(views.registry_view(host.registry))
+def list_workflows(host: NamedDependency[Host], caller: NamedDependency[Caller]) -> Response[RegistryView]:
+    return _json(views.registry_view(host.registry, visible=caller.visible()))
 
 
 @get(
