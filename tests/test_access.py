@@ -213,6 +213,37 @@ def test_every_route_of_the_openapi_document_has_a_row(world: World) -> None:
     assert routes == set(MATRIX), f"routes without a row: {routes - set(MATRIX)}; rows without a route: {set(MATRIX) - routes}"
 
 
+# Routes outside the OpenAPI document that hold no data, open to anyone; the admin pages
+# have their own matrix (tests/test_admin_access.py).
+OPEN_PAGES = {("GET", "/"): 302, ("GET", "/api"): 200}
+
+
+def test_every_route_of_the_app_is_in_a_matrix(world: World) -> None:
+    from teamflow.api import admin
+
+    admin_paths = {_template(path) for route in admin.ROUTES for path in route.paths}
+    app = world.client.app
+    served = {
+        (method, route.path)
+        for route in app.routes
+        for method in getattr(route, "methods", ())
+        if method not in ("OPTIONS", "HEAD") and not route.path.startswith("/openapi.json")
+    }
+    known = {(m, p.replace(":str", "")) for m, p in MATRIX} | set(OPEN_PAGES)
+    unknown = {(m, p) for m, p in served if (m, _template(p)) not in known and _template(p) not in admin_paths}
+    assert not unknown, f"routes in no authorisation matrix: {sorted(unknown)}"
+    for (method, path), status in OPEN_PAGES.items():
+        for principal in ("none", "unknown"):
+            response = world.client.request(method, path, headers=world.headers(principal), follow_redirects=False)
+            assert response.status_code == status, (path, principal, response.text[:200])
+
+
+def _template(path: str) -> str:
+    import re
+
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
 def test_authorisation_matrix(world: World, route: tuple[str, str]) -> None:
     """Every route x every kind of token x own and other namespace: exactly the status the

@@ -38,7 +38,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from loguru import logger
 
 from teamflow import views
-from teamflow.api import admin
+from teamflow.api import admin, pages
 from teamflow.api.metrics import Metrics
 from teamflow.api.schemas import (
     CattrsDTO,
@@ -766,6 +766,7 @@ def create_app(host: Host) -> Litestar:
             ready,
             metrics_text,
             *admin.ROUTES,
+            *pages.ROUTES,
         ],
         dependencies={
             "host": Provide(provide_host, use_cache=True, sync_to_thread=False),
