@@ -643,3 +643,31 @@ def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Pat
     assert [t["id"] for t in platform.json("tasks")["tasks"]] == [
         task["id"]
     ]  # the refused run stored nothing
+
+
+def test_run_of_a_version_nobody_serves_says_so_within_5_s(tf: Teamflow, tmp_path: Path) -> None:
+    """Another host published shared/notify@1.0.0 (it has the plugin); here nobody runs it:
+    ``run`` stores the task, says why and exits 1 within 5 s instead of waiting forever."""
+    site = tmp_path / "shared-site"
+    info = site / "team_shared-1.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: team-shared\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[teamflow.plugins]\nshared = cli_shared_flows\n")
+    (info / "RECORD").write_text("")
+    (site / "cli_shared_flows.py").write_text(SHARED_PLUGIN)
+    publisher = tf.with_dir(tmp_path / "here", extra_path=[site])
+    (publisher.cwd / "teamflow.toml").write_text(SHARED_CONFIG.replace("requires_approval = true", ""))
+    publisher.run("workflows")  # publishes shared/notify@1.0.0 to the database
+    elsewhere = tmp_path / "elsewhere"  # no teamflow.toml, no plugin of the namespace: the same database
+    elsewhere.mkdir()
+    here = Teamflow(elsewhere, dict(publisher.env, PYTHONPATH=tf.env["PYTHONPATH"]))
+    started = time.monotonic()
+    done = here.run("run", "shared/notify@1.0.0", expect=1)
+    assert time.monotonic() - started < 5 + 3, "said so within 5 s (plus the CLI's start-up)"
+    assert "no_worker" in done.stderr and "teamflow worker --namespace shared" in done.stderr, done.stderr
+    [task] = here.json("tasks")["tasks"]
+    detail = here.json("task", task["id"])
+    assert [s["status"] for s in detail["steps"]] == ["pending"]  # stored, left for a worker
+
+    waited = here.run("run", "shared/notify@1.0.0", "--timeout", "0.5", expect=1)
+    assert "after 0.5 s; the workers go on: `teamflow task " in waited.stderr, waited.stderr

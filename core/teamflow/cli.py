@@ -20,7 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from teamflow import views
-from teamflow.errors import TeamflowError
+from teamflow.errors import NoWorker, TeamflowError
 from teamflow.models import TaskRequest, TaskResult
 from teamflow.refs import parse_ref
 from teamflow.serialization import unstructure
@@ -298,13 +298,25 @@ def _context_arg(value: str) -> dict[str, Any]:
 @click.option("--context", "context", default="{}", help="JSON object, or @file.json")
 @click.option("--async", "is_async", is_flag=True, help="store the task for workers and print its id")
 @click.option("--idempotency-key", help="the same key and request return the existing task")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 86400, min_open=True),
+    help="stop waiting after S seconds (exit 1); the task is left to the workers",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
 @handle_errors
 def run(
-    ctx: click.Context, ref: str, context: str, is_async: bool, idempotency_key: str | None, as_json: bool
+    ctx: click.Context,
+    ref: str,
+    context: str,
+    is_async: bool,
+    idempotency_key: str | None,
+    timeout: float | None,
+    as_json: bool,
 ) -> None:
-    """Run a workflow: namespace/name[@version-or-constraint]."""
+    """Run a workflow: namespace/name[@version-or-constraint]. Exits 0 when it completed, 1
+    when it failed, was cancelled, nobody can run it, or --timeout ran out."""
     parsed = parse_ref(ref)
     try:
         payload = _context_arg(context)
@@ -325,23 +337,43 @@ def run(
         else:
             out.print(task_id)
         return
-    if as_json or not out.is_terminal:
-        result = host.execute_sync(request)
-    else:
-        with out.status(f"running {ref}") as status:
-
-            def progress(task: TaskResult) -> None:
-                done = sum(1 for s in task.steps if s.status in ("completed", "resolved"))
-                running = ", ".join(s.name for s in task.steps if s.status in ("in_progress", "waiting"))
-                status.update(f"{task.ref} {done}/{len(task.steps)} steps done; running: {running or '-'}")
-
-            result = host.execute_sync(request, progress=progress)
+    try:
+        result = _run_to_end(host, request, ref, timeout, quiet=as_json or not out.is_terminal)
+    except NoWorker as exc:
+        host.close()
+        err.print(Text.assemble(("error", "red"), f" ({exc.code}): {exc.detail}"))
+        sys.exit(1)
+    if result.status not in ("completed", "failed", "cancelled"):
+        host.close()
+        err.print(Text(
+            f"task {result.id} is still {result.status} after {timeout:g} s; the workers go on: "
+            f"`teamflow task {result.id}`"
+        ))
+        if as_json:
+            _json({"id": result.id, "status": result.status})
+        sys.exit(1)
     if as_json:
         _json(host.task_view(result.id))
     else:
         _print_task(host, result)
     host.close()
     sys.exit(0 if result.status == "completed" else 1)
+
+
+def _run_to_end(host: Any, request: TaskRequest, ref: str, timeout: float | None, *, quiet: bool) -> TaskResult:
+    caller = host.cli_caller()
+    if quiet:
+        result: TaskResult = host.execute_sync(request, timeout=timeout, caller=caller)
+        return result
+    with out.status(f"running {ref}") as status:
+
+        def progress(task: TaskResult) -> None:
+            done = sum(1 for s in task.steps if s.status in ("completed", "resolved"))
+            running = ", ".join(s.name for s in task.steps if s.status in ("in_progress", "waiting"))
+            status.update(f"{task.ref} {done}/{len(task.steps)} steps done; running: {running or '-'}")
+
+        result = host.execute_sync(request, timeout=timeout, progress=progress, caller=caller)
+        return result
 
 
 def _fmt_duration(step: Any) -> str:

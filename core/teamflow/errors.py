@@ -158,3 +158,10 @@ class Forbidden(TeamflowError):
 class TooManyFailures(TeamflowError):
     code = "too_many_requests"
     status = 429
+
+
+class NoWorker(TeamflowError):
+    """A task waited for that neither this process nor any live worker can run."""
+
+    code = "no_worker"
+    status = 503

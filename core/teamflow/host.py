@@ -30,6 +30,7 @@ from teamflow.errors import (
     InvalidCursor,
     NamespaceNotFound,
     NotApproved,
+    NoWorker,
     TaskNotFound,
     TeamflowError,
 )
@@ -37,12 +38,14 @@ from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
+from teamflow.registry.fingerprint import route_key
 from teamflow.registry.published import definition, policy_dict
 from teamflow.store import Store, open_store
 from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
 from teamflow.tokens import APPROVE, EXECUTE, Caller
 
+UNSERVED_S = 2.0  # how long a waiter gives a task nobody serves before it says so
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
 
@@ -108,6 +111,18 @@ def _approver(caller: Caller, namespace: str, given: str | None) -> str:
     if given is not None and given != principal.identity:
         raise Forbidden(f"token {principal.name!r} approves as {principal.identity}, not as {given}", token=principal.name)
     return principal.identity
+
+
+def _no_worker(task: TaskResult, namespace: Any) -> NoWorker:
+    owner = f" (shipped by {namespace.owner})" if namespace is not None else ""
+    return NoWorker(
+        f"task {task.id} ({task.ref}) is stored, but neither this process nor any live worker runs "
+        f"{task.ref} with fingerprint {task.fingerprint[:12]}{owner}: start `teamflow worker --namespace "
+        f"{task.namespace}` where that version is installed (`teamflow check` lists unservable tasks); the task "
+        f"stays {task.status} and runs once a worker serves it (`teamflow task {task.id}`)",
+        task_id=task.id,
+        reference=task.ref,
+    )
 
 
 def _no_task(task_id: str) -> TaskNotFound:
@@ -286,15 +301,20 @@ class Host:
         request: TaskRequest,
         timeout: float | None = None,
         progress: Callable[[TaskResult], None] | None = None,
+        caller: Caller | None = None,
     ) -> TaskResult:
-        """Run the task to the end in this process and return its final state."""
+        """Run the task to the end in this process and return its final state (or its state
+        when ``timeout`` runs out). Raises ``NoWorker`` within ``UNSERVED_S`` when neither
+        this process nor any live worker can run it (the task stays stored)."""
         prepared = self.engine.prepare(request)
         entry = prepared.entry
         runner = self.runner
+        serves = runner.serves(entry.namespace)
         # On a single-writer database the new task joins the runner's next group commit
-        # (which leases its roots, and takes no idempotency key: those go on their own).
-        via = runner if self.store.single_writer and request.idempotency_key is None else None
-        created = self.engine.create(request, prepared, claim=runner.serves(entry.namespace), via=via)
+        # (which leases its roots here, so only when this process runs them, and takes no
+        # idempotency key: those go on their own).
+        via = runner if self.store.single_writer and request.idempotency_key is None and serves else None
+        created = self.engine.create(request, prepared, claim=serves, via=via, actor=_actor(caller))
         done = runner.waiter(created.id)
         if created.claimed and timeout is None and progress is None:
             runner.drive(created.id, created.claimed)  # runs the task's chain on this thread
@@ -302,7 +322,7 @@ class Host:
             runner.adopt(created.id, created.claimed)
         else:  # an existing task (idempotency) or one this process does not serve: pick up what it can
             runner.track(created.id)
-        return self.wait(created.id, timeout=timeout, event=done, progress=progress)
+        return self.wait(created.id, timeout=timeout, event=done, progress=progress, unserved=True)
 
     def start(self, request: TaskRequest, caller: Caller | None = None) -> Started:
         """Start a task on this process's step threads and return at once, with the event its
@@ -310,10 +330,9 @@ class Host:
         _may_execute(caller, request.namespace)
         prepared = self.engine.prepare(request)
         runner = self.runner
-        via = runner if self.store.single_writer and request.idempotency_key is None else None
-        created = self.engine.create(
-            request, prepared, claim=runner.serves(prepared.entry.namespace), via=via, actor=_actor(caller)
-        )
+        serves = runner.serves(prepared.entry.namespace)
+        via = runner if self.store.single_writer and request.idempotency_key is None and serves else None
+        created = self.engine.create(request, prepared, claim=serves, via=via, actor=_actor(caller))
         done = runner.waiter(created.id)
         if created.claimed:
             runner.adopt(created.id, created.claimed)
@@ -329,10 +348,13 @@ class Host:
         timeout: float | None = None,
         event: threading.Event | None = None,
         progress: Callable[[TaskResult], None] | None = None,
+        unserved: bool = False,
     ) -> TaskResult:
-        """Block until a task ends (or ``timeout`` seconds pass) and return it."""
+        """Block until a task ends (or ``timeout`` seconds pass) and return it. ``unserved``:
+        raise ``NoWorker`` once the task has waited ``UNSERVED_S`` with nobody to run it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        every = 0.25 if progress is not None else 2.0
+        every = 0.25 if progress is not None else (0.5 if unserved else 2.0)
+        check_at = time.monotonic() + UNSERVED_S
         while True:
             remaining = every if deadline is None else min(every, max(0.0, deadline - time.monotonic()))
             if event is not None and event.wait(remaining):
@@ -344,6 +366,21 @@ class Host:
                 progress(task)
             if task.status in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
                 return task
+            if unserved and time.monotonic() >= check_at:
+                check_at = time.monotonic() + UNSERVED_S
+                if not self.serving(task):
+                    raise _no_worker(task, self.registry.namespaces.get(task.namespace))
+
+    def serving(self, task: TaskResult) -> bool:
+        """Whether this process or a live worker (a heartbeat within two lease periods) holds
+        the task's version with its fingerprint."""
+        entry = self.registry.get(task.namespace, task.name, task.version)
+        runner = self._runner
+        here = runner is not None and runner.serves(task.namespace)
+        if here and entry is not None and entry.fingerprint == task.fingerprint:
+            return True
+        route = route_key(task.namespace, task.name, task.version, task.fingerprint)
+        return any(route in w.routes for w in self.store.live_workers(2 * self.config.lease_s))
 
     def get_task(self, task_id: str) -> TaskResult:
         return self.engine.get_task(task_id)

@@ -94,6 +94,7 @@ class Runner:
             routes=[e.route for e in registry.entries() if e.namespace in self.namespaces],
         )
         self._watch = watch
+        self._told: set[str] = set()  # the unservable versions already logged
         self._unwatch: Callable[[], None] | None = None
         self._threads: list[threading.Thread] = []
 
@@ -257,8 +258,11 @@ class Runner:
                 f"{row.namespace}/{row.name}@{row.version} with fingerprint {row.fingerprint[:12]} is not in this "
                 "worker's registry"
             )
-        self.executor.log(claim).warning(
-            "worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name, claim.task_id, why
+        # said once per version (and reason): the step comes back after UNSERVABLE_DELAY_S
+        level = "DEBUG" if why in self._told else "WARNING"
+        self._told.add(why)
+        self.executor.log(claim).log(
+            level, "worker {} cannot serve step {} of task {}: {}", self.worker_id, claim.name, claim.task_id, why
         )
         safely(
             self.worker_id,
