@@ -608,3 +608,28 @@ def test_python_api_callers_are_unrestricted(tmp_path: Path) -> None:
     finally:
         host.close()
 
+
+
+def test_execute_with_wait_on_a_version_nobody_serves_answers_within_5_s(tmp_path: Path) -> None:
+    """Issue 17 point 5 on HTTP: the task is stored, the answer says nobody runs it (503
+    no_worker with the task's links) instead of holding the request until max_wait_s."""
+    from litestar.testing import TestClient
+
+    from teamflow.api.app import create_app
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    plain = attrs.evolve(SHARED, requires_approval=False)
+    Host(config=attrs.evolve(_config(url), namespaces={"shared": plain}), plugins=[("team-shared", SharedPlugin())]).close()
+    elsewhere = Host(config=HostConfig(database_url=url))  # no shared plugin, no shared policy here
+    try:
+        with TestClient(create_app(elsewhere)) as client:
+            started = time.monotonic()
+            body = {"namespace": "shared", "name": "notify", "version": "1.0.0", "context": {}, "wait": True}
+            response = client.post("/workflows/execute", json=body)
+            assert time.monotonic() - started < 5.0
+            assert response.status_code == 503 and response.json()["error"] == "no_worker", response.text
+            task_id = response.json()["task_id"]
+            assert response.json()["links"]["self"] == f"/tasks/{task_id}"
+            assert client.get(f"/tasks/{task_id}").json()["status"] in ("pending", "in_progress")
+    finally:
+        elsewhere.close()

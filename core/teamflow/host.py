@@ -369,7 +369,12 @@ class Host:
             if unserved and time.monotonic() >= check_at:
                 check_at = time.monotonic() + UNSERVED_S
                 if not self.serving(task):
-                    raise _no_worker(task, self.registry.namespaces.get(task.namespace))
+                    raise self.no_worker(task.id)
+
+    def no_worker(self, task_id: str) -> NoWorker:
+        """The error that says nobody can run this stored task, and what to do."""
+        task = self.get_task(task_id)
+        return _no_worker(task, self.registry.namespaces.get(task.namespace))
 
     def serving(self, task: TaskResult) -> bool:
         """Whether this process or a live worker (a heartbeat within two lease periods) holds

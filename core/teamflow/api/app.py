@@ -19,6 +19,7 @@ import math
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -51,7 +52,7 @@ from teamflow.api.schemas import (
     TokenRequest,
 )
 from teamflow.errors import Forbidden, NotAuthenticated, TeamflowError, TooManyFailures
-from teamflow.host import Host
+from teamflow.host import UNSERVED_S, Host
 from teamflow.limits import MAX_BATCH, MAX_BODY_BYTES
 from teamflow.models import TERMINAL, TaskRequest
 from teamflow.serialization import encode_view
@@ -261,7 +262,9 @@ async def execute(
     started = await anyio.to_thread.run_sync(host.start, task_request, caller)
     limit = host.config.max_wait_s
     timeout = limit if data.wait is True else min(float(data.wait), limit)
-    ended = await _until(started.done, timeout, request, host.stopping)
+    ended = await _until(started.done, timeout, request, host.stopping, lambda: host.serving(host.get_task(started.id)))
+    if ended == "unserved":
+        raise _unserved(host, started.id)
     if ended == "stopping":
         raise ServerStopping(
             f"the server is stopping; task {started.id} continues: poll /tasks/{started.id}",
@@ -272,11 +275,27 @@ async def execute(
     return _json(view, 200) if view.status in TERMINAL else _json(views.accepted(view), 202)
 
 
-async def _until(done: threading.Event, timeout: float, request: Request[Any, Any, Any], stopping: threading.Event) -> str:
+def _unserved(host: Host, task_id: str) -> TeamflowError:
+    """The task waited for is stored, but nobody can run it (``NoWorker``, with its links)."""
+    error = host.no_worker(task_id)
+    error.facts["links"] = views.links(task_id)
+    return error
+
+
+async def _until(
+    done: threading.Event,
+    timeout: float,
+    request: Request[Any, Any, Any],
+    stopping: threading.Event,
+    served: Callable[[], bool],
+) -> str:
     """Wait on the event loop (holding no thread) until ``done``; ``timeout`` if it runs
-    out, ``gone`` if the client disconnected, ``stopping`` if the server began to stop."""
+    out, ``gone`` if the client disconnected, ``stopping`` if the server began to stop,
+    ``unserved`` if neither this process nor a live worker can run the task (asked every
+    UNSERVED_S, in a thread)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    check_at = loop.time() + UNSERVED_S
     disconnect = asyncio.ensure_future(request.receive())  # the body is read: next is a disconnect
     pause = 0.002
     try:
@@ -288,6 +307,10 @@ async def _until(done: threading.Event, timeout: float, request: Request[Any, An
             left = deadline - loop.time()
             if left <= 0:
                 return "timeout"
+            if loop.time() >= check_at:
+                check_at = loop.time() + UNSERVED_S
+                if not done.is_set() and not await anyio.to_thread.run_sync(served):
+                    return "unserved"
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 1.5, 0.05)
         return "done"
