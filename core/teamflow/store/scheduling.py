@@ -51,6 +51,10 @@ RETRY = "error = ?, error_type = ?, next_attempt_at = {now} + ?"
 RELEASE = "attempts = attempts - 1, next_attempt_at = {now} + ?"
 
 TASK_STATUS = "SELECT status FROM tf_task WHERE id = ?"
+# A parking step reads its child's status locked: on PostgreSQL a child finishing in a
+# transaction not yet committed (its WAKE found the step not parked yet) is waited for and
+# then seen finished, so the step wakes itself instead of waiting forever.
+CHILD_STATUS = "SELECT status FROM tf_task WHERE id = ?{share}"
 PARENT_OF = "SELECT parent_id, parent_step FROM tf_task WHERE id = ?"
 START_TASK = "UPDATE tf_task SET status = 'in_progress', updated_at = {now} WHERE id = ? AND status = 'pending'"
 WAKE = (
@@ -234,7 +238,7 @@ class Scheduling(Tasks):
             if not self._fence(PARK, out, worker, (out.child_id,)):
                 return False
             self._transition([(c.task_id, c.name, "in_progress", "waiting", c.attempt, worker, out.child_id)])
-            row = self.execute(TASK_STATUS, (out.child_id,)).fetchone()
+            row = self.execute(CHILD_STATUS, (out.child_id,)).fetchone()
             if row is not None and row[0] in TERMINAL:  # the child finished before we parked
                 self._wake(c.task_id, c.name, applied)
             return True
