@@ -235,10 +235,12 @@ class Scheduling(Tasks):
                                    c.attempt, worker, out.error)])
             return to is not None
         if out.kind == "park":
+            # The child's row first, then the step's: the order a finishing child takes them
+            # (its own row, then its parent's step), so the two never wait on each other.
+            row = self.execute(CHILD_STATUS, (out.child_id,)).fetchone()
             if not self._fence(PARK, out, worker, (out.child_id,)):
                 return False
             self._transition([(c.task_id, c.name, "in_progress", "waiting", c.attempt, worker, out.child_id)])
-            row = self.execute(CHILD_STATUS, (out.child_id,)).fetchone()
             if row is not None and row[0] in TERMINAL:  # the child finished before we parked
                 self._wake(c.task_id, c.name, applied)
             return True
