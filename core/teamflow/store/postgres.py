@@ -115,6 +115,7 @@ SELECT 'done', id, task_id, name, attempts FROM done
 UNION ALL SELECT 'claim', id, task_id, name, attempts FROM succ WHERE status = 'in_progress'
 UNION ALL SELECT 'finished', NULL::bigint, id, NULL, NULL::int FROM finished
 UNION ALL SELECT 'woken', NULL::bigint, task_id, name, NULL::int FROM wake
+UNION ALL SELECT 'parent', NULL::bigint, parent_id, parent_step, NULL::int FROM finished WHERE parent_id IS NOT NULL
 UNION ALL SELECT 'notify', NULL::bigint, NULL, NULL, NULL::int FROM notified
 """
 
@@ -508,8 +509,11 @@ class PostgresStore(Store):
             ],
         )
         done = set()
+        parents, woken = set(), set()
         for kind, step_id, task_id, name, attempt in rows:
-            if kind == "done":
+            if kind == "parent":
+                parents.add((task_id, name))
+            elif kind == "done":
                 done.add(step_id)
             elif kind == "claim":
                 applied.claimed.append(Claimed(step_id, task_id, name, attempt))
@@ -517,6 +521,12 @@ class PostgresStore(Store):
                 applied.finished_tasks.append(FinishedTask(task_id, "completed"))
             elif kind == "woken":
                 applied.woken_parents.append(task_id)
+                woken.add((task_id, name))
+        # A parent whose step was not parked in this statement's snapshot may have parked
+        # since (its park waited on the child's row, which this statement held): a statement
+        # of its own sees that park, and wakes it.
+        for parent_id, parent_step in sorted(parents - woken):
+            self._wake(parent_id, parent_step, applied)
         for out in outs:
             (applied.accepted if out.claim.step_id in done else applied.dropped).append(out)
 
