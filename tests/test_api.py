@@ -562,6 +562,7 @@ def test_openapi_document(client: httpx.Client) -> None:
         "/tokens",
         "/tokens/{name}/revoke",
         "/plugins",
+        "/registry/export",
         "/health/live",
         "/health/ready",
         "/metrics",

@@ -151,3 +151,9 @@ class Forbidden(TeamflowError):
 class TooManyFailures(TeamflowError):
     code = "too_many_requests"
     status = 429
+
+
+class ExportInvalid(TeamflowError):
+    """A file given to ``teamflow check --against`` that is not a registry export this teamflow reads."""
+
+    code = "invalid_export"
