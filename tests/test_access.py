@@ -94,6 +94,7 @@ MATRIX: dict[tuple[str, str], tuple[str | None, tuple[int, int]]] = {
     ("PUT", "/tokens/{name}"): ("admin", (201, 201)),
     ("POST", "/tokens/{name}/revoke"): ("admin", (200, 200)),
     ("GET", "/plugins"): (None, (200, 200)),
+    ("GET", "/registry/export"): (None, (200, 200)),
     ("GET", "/health/live"): ("-", (200, 200)),
     ("GET", "/health/ready"): ("-", (200, 200)),
     ("GET", "/metrics"): ("metrics", (200, 200)),

@@ -564,6 +564,7 @@ def test_openapi_document(client: httpx.Client) -> None:
         "/tokens/{name}",
         "/tokens/{name}/revoke",
         "/plugins",
+        "/registry/export",
         "/health/live",
         "/health/ready",
         "/metrics",

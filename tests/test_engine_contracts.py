@@ -409,6 +409,7 @@ def test_a_host_publishes_namespaces_policies_and_versions(make_host) -> None:
         "requires_approval": False,
         "approvers": [],
         "allowed_callers": ["gamma", "alpha"],
+        "compatibility": "backward",
     }
     assert store.published_namespace("alpha").policy["allowed_callers"] == ["*"]  # type: ignore[union-attr]
     assert store.published_namespace("nobody") is None
@@ -429,7 +430,7 @@ def test_a_host_publishes_namespaces_policies_and_versions(make_host) -> None:
         ("s4", ["s3"], "flows:noop", 3),
     ]
     [parent] = store.published_versions("alpha", "parent")
-    assert parent.definition["steps"][1]["calls"] == ["beta/leaf@1.0.0"]
+    assert parent.definition["steps"][1]["calls"] == [{"ref": "beta/leaf@1.0.0", "examples": []}]
     [leaf] = store.published_versions("beta", "leaf")
     assert (leaf.fingerprint, leaf.distribution) == (
         host.registry.get("beta", "leaf", "1.0.0").fingerprint,

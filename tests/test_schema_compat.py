@@ -1,5 +1,6 @@
 """The context schema compatibility check (teamflow.registry.compat): one case per rule, and a
-property that a schema judged compatible accepts every instance its predecessor accepted."""
+property that a schema judged compatible accepts every instance its predecessor accepted, both
+as ``compare`` judges it and as ``teamflow check --against`` reports it (registry.release)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from teamflow import NamespacePolicy, Step, Workflow
+from teamflow.registry import Contribution, Source, build_registry
 from teamflow.registry.compat import SchemaChange, compare, is_compatible
+from teamflow.registry.export import RegistryExport, build_export
+from teamflow.registry.release import check_release
 
 OBJ: dict[str, Any] = {"type": "object"}
 
@@ -405,7 +410,8 @@ def arrays(items: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[s
 def object_schemas(draw: st.DrawFn, depth: int = 2) -> dict[str, Any]:
     child = leaves() | arrays(leaves())
     if depth > 0:
-        child = child | object_schemas(depth - 1)
+        # objects inside arrays too: old data may hold extra names in every item the old model leaves open
+        child = child | object_schemas(depth - 1) | arrays(object_schemas(depth - 1))
     properties = draw(st.dictionaries(st.sampled_from(NAMES), child, max_size=4))
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     required = draw(st.lists(st.sampled_from([*properties, "e"]), unique=True, max_size=3))
@@ -427,6 +433,8 @@ def instances(schema: Any) -> st.SearchStrategy[Any]:
         return ANY_JSON
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
+    if "anyOf" in schema:
+        return st.one_of([instances(member) for member in schema["anyOf"]])
     kind = schema.get("type")
     if isinstance(kind, list):
         return st.one_of([instances({**schema, "type": t}) for t in kind])
@@ -488,8 +496,19 @@ def _nodes(schema: Any) -> list[dict[str, Any]]:
 
 
 def _mutate(draw: st.DrawFn, node: dict[str, Any]) -> None:
-    op = draw(st.sampled_from(["type", "limit", "enum", "pattern", "required", "property", "additional", "pattern_properties", "unique"]))
-    if op == "type":
+    op = draw(st.sampled_from(["type", "limit", "enum", "pattern", "required", "property", "additional", "pattern_properties", "unique", "any_of"]))
+    if op == "any_of":
+        # a property becomes one of several schemas (wider), or loses one of them (narrower)
+        properties = node.get("properties")
+        if not properties:
+            return
+        name = draw(st.sampled_from(sorted(properties)))
+        members = properties[name].get("anyOf") if isinstance(properties[name], dict) else None
+        if members and len(members) > 1 and draw(st.booleans()):
+            properties[name] = {"anyOf": members[1:]}
+        else:
+            properties[name] = {"anyOf": [properties[name], draw(leaves())]}
+    elif op == "type":
         widened = {"integer": "number", "string": ["string", "null"]}
         choice = draw(st.sampled_from(["widen", "remove", *range(len(TYPES))]))
         if choice == "remove":
@@ -580,3 +599,40 @@ def test_a_compatible_new_schema_accepts_every_instance_the_old_one_accepted(dat
 def test_a_schema_compared_with_itself_has_no_change(schema: dict[str, Any]) -> None:
     assert compare(schema, schema) == []
     assert compare(schema, copy.deepcopy(schema)) == []
+
+
+# --------------------------------------------------------------------------- the same property, through the release check
+
+
+def handler(ctx: Any) -> dict[str, Any]:
+    return {}
+
+
+def _export(*schemas: tuple[str, Any]) -> RegistryExport:
+    """A registry export holding ``billing/invoice`` at each (version, context schema)."""
+    policy = NamespacePolicy("billing", "billing", "billing@growthcorp.example")
+    workflows = tuple(Workflow("billing", "invoice", v, [Step("work", handler)], context_schema=sch) for v, sch in schemas)
+    registry = build_registry([Contribution(Source("teamflow-billing", "1.0.0"), (policy,), workflows)])
+    assert not registry.refusals, registry.refusals
+    return build_export(registry, teamflow_version="test", exported_at="test")
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_release_the_check_calls_compatible_accepts_every_context_the_previous_version_accepted(data: st.DataObject) -> None:
+    """``teamflow check --against`` says what ``compare`` says, for each new version against its
+    baseline: when it reports no schema change, no context the previous version accepted is refused."""
+    old = data.draw(object_schemas(), label="old")
+    new = data.draw(mutated(old), label="new")
+    jsonschema.Draft202012Validator.check_schema(new)
+    outcome = check_release(_export(("1.0.0", old)), _export(("1.0.0", old), ("1.1.0", new)))
+    assert [(j.previous, j.current) for j in outcome.judged] == [("1.0.0", "1.1.0")]
+    reported = [f for f in outcome.findings if f.rule == "schema_incompatible"]
+    assert {f.where for f in reported} == {f"context_schema {c.path}" for c in compare(old, new) if c.breaking}
+    event("breaking" if reported else "compatible")
+    if reported:
+        return
+    old_validator, new_validator = jsonschema.Draft202012Validator(old), jsonschema.Draft202012Validator(new)
+    for value in data.draw(st.lists(instances(old), min_size=1, max_size=6), label="instances"):
+        if old_validator.is_valid(value):
+            assert new_validator.is_valid(value), (value, compare(old, new))

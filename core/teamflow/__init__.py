@@ -7,6 +7,7 @@ from teamflow.errors import PermanentError, RetryableError
 from teamflow.events import TaskEvent
 from teamflow.hookspecs import hookimpl
 from teamflow.models import (
+    Call,
     Candidate,
     Conflict,
     NamespacePolicy,
@@ -19,6 +20,7 @@ from teamflow.models import (
 )
 
 __all__ = [
+    "Call",
     "Candidate",
     "Conflict",
     "Host",

@@ -152,6 +152,9 @@ def _print_problems(host: Any) -> int:
         _line("REFUSED", "red", f"[{r.kind}] {r.message}")
     for d in report.drift:
         _line("DRIFT", "yellow", f"{d.message}\n  fix: {d.fix}")
+    for c in report.calls:
+        label, style = ("CALL", "red") if c.severity == "problem" else ("CALL WARNING", "yellow")
+        _line(label, style, f"{c.message}\n  fix: {c.fix}")
     return int(report.problems)
 
 
@@ -239,18 +242,25 @@ def _print_approval(data: views.VersionDetail) -> None:
 
 
 @main.command()
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False),
+    help="a registry export of the previous release (`teamflow registry export`): also exit 1 on each breaking change",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
 @handle_errors
-def check(ctx: click.Context, as_json: bool) -> None:
-    """Exit 1 on any load failure, refusal, conflict, drift or task no worker can serve."""
+def check(ctx: click.Context, against: str | None, as_json: bool) -> None:
+    """Exit 1 on any load failure, refusal, conflict, drift, task no worker can serve, or
+    declared call that does not hold; with --against, on any breaking change too."""
     host = _host(ctx)
+    release = host.check_against(_read_export(against), where=against) if against else None
     report = host.load_report()
     health = host.readiness()  # the same rules as GET /health/ready
     # A version waiting for approval cannot run: a problem in strict mode, else a warning.
     waiting_fails = bool(report.waiting_approval) and host.config.strict
     if as_json:
-        _json(report)
+        _json(report if release is None else {**unstructure(report), "release": unstructure(release)})
     else:
         _print_problems(host)
         for reason in health.reasons:
@@ -258,12 +268,54 @@ def check(ctx: click.Context, as_json: bool) -> None:
         for waiting in report.waiting_approval:
             _line("WAITING FOR APPROVAL" if waiting_fails else "waiting for approval:", "red" if waiting_fails else "yellow",
                   f"{waiting.reference} (fingerprint {waiting.fingerprint[:12]}) cannot run until {waiting.fix}")
-        if report.ok and not health.reasons and not waiting_fails:
+        if release is not None:
+            _print_release(release)
+        if report.ok and not health.reasons and not waiting_fails and (release is None or release.ok):
             out.print(
                 f"[green]ok[/]: {len(host.plugins.plugins)} plugin(s), {len(host.registry.namespaces)} "
                 f"namespace(s), {len(host.registry)} workflow version(s)"
+                + (f"; {len(release.judged)} new version(s) checked against {escape(against or '')}" if release else "")
             )
-    sys.exit(0 if report.ok and not health.reasons and not waiting_fails else 1)
+    sys.exit(0 if report.ok and not health.reasons and not waiting_fails and (release is None or release.ok) else 1)
+
+
+def _read_export(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.UsageError(f"--against {path}: not a JSON registry export: {exc}") from None
+
+
+def _print_release(release: Any) -> None:
+    for f in release.findings:
+        label, style = ("ALLOWED", "yellow") if f.allowed else ("BREAKING", "red")
+        _line(label, style, f"[{f.rule}] {f.message}" + ("" if f.allowed else f"\n  fix: {f.fix}"))
+    for c in release.callers:
+        label, style = ("CALLER", "red") if c.severity == "problem" else ("CALLER WARNING", "yellow")
+        _line(label, style, f"{c.message}\n  fix: {c.fix}")
+
+
+@main.group()
+def registry() -> None:
+    """The loaded registry as data, for `teamflow check --against` in the next release's CI."""
+
+
+@registry.command("export")
+@click.option("--namespace", help="export only this namespace")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="write to FILE (default: stdout)")
+@click.pass_context
+@handle_errors
+def registry_export(ctx: click.Context, namespace: str | None, output: str | None) -> None:
+    """Write the loaded registry as JSON: namespaces, policies, versions, steps, fingerprints,
+    context schemas, declared calls with examples, distributions (format: the README)."""
+    host = _host(ctx)
+    text = json.dumps(unstructure(host.export_registry(namespace)), indent=2, sort_keys=True) + "\n"
+    host.close()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text, encoding="utf-8")
+    err.print(Text(f"wrote the registry export to {output}"))
 
 
 @main.command()

@@ -165,3 +165,9 @@ class NoWorker(TeamflowError):
 
     code = "no_worker"
     status = 503
+
+
+class ExportInvalid(TeamflowError):
+    """A file given to ``teamflow check --against`` that is not a registry export this teamflow reads."""
+
+    code = "invalid_export"

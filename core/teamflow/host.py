@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from typing import Any
 
 import attrs
@@ -38,8 +40,11 @@ from teamflow.models import TERMINAL, TaskRequest, TaskResult
 from teamflow.plugins import LoadReport, Plugins
 from teamflow.refs import parse_ref
 from teamflow.registry import Registry, Rules, Source, build_registry
+from teamflow.registry.export import RegistryExport, build_export, read_export
 from teamflow.registry.fingerprint import route_key
 from teamflow.registry.published import definition, policy_dict
+from teamflow.registry.records import PublishedCatalog
+from teamflow.registry.release import check_release
 from teamflow.store import Store, open_store
 from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
@@ -165,6 +170,7 @@ class Host:
             strict=config.strict,
             recorded_owners=self.store.recorded_owners(),
             recorded_fingerprints=self.store.recorded_fingerprints(),
+            published=self._published_catalog(),
         )
         self.registry: Registry = build_registry(self._plugins.collect(), rules, self._plugins.resolve_conflict)
         self.plugins: LoadReport = self._plugins.report(self.registry)
@@ -678,3 +684,39 @@ class Host:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- release safety: the registry export and `teamflow check --against` -------------------
+
+    def export_registry(self, namespace: str | None = None) -> RegistryExport:
+        """The loaded registry (or one namespace of it) in the registry export format that
+        ``check_against`` reads (``teamflow registry export``, ``GET /registry/export``)."""
+        return build_export(
+            self.registry,
+            namespace,
+            teamflow_version=package_version("teamflow"),
+            exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def check_against(self, export: Mapping[str, Any], where: str = "the export") -> views.ReleaseReport:
+        """What the registry loaded here breaks, compared with ``export`` (the JSON of an
+        export of the previous release): an ExportInvalid when it is not one."""
+        previous = read_export(export, where)
+        active: dict[tuple[str, str, str], int] = {}
+        for a in self.store.active_versions():
+            active[(a.namespace, a.name, a.version)] = active.get((a.namespace, a.name, a.version), 0) + a.tasks
+        outcome = check_release(
+            previous,
+            self.export_registry(),
+            active=active,
+            catalog=self._published_catalog(),
+            defaults=self.registry.default_constraints(),
+            blocked=self.registry.blocked,
+            strict=self.config.strict,
+            known=self.registry.calls,
+        )
+        return views.release_report(previous, outcome)
+
+    def _published_catalog(self) -> PublishedCatalog:
+        """What every host published: the callers and call targets beyond this host's plugins."""
+        namespaces, versions = self.store.published_catalog()
+        return PublishedCatalog({ns.name: ns.policy for ns in namespaces}, tuple(versions))

@@ -40,16 +40,46 @@ class NamespacePolicy:
     requires_approval: bool = False
     approvers: tuple[str, ...] = attrs.field(default=(), converter=_names)
     allowed_callers: tuple[str, ...] = attrs.field(default=("*",), converter=_names)
+    # "backward": a new version of a workflow accepts every context the previous version of
+    # its major accepted (checked by `teamflow check --against`); "none": not checked
+    compatibility: str = "backward"
 
     def allows_caller(self, namespace: str) -> bool:
         return namespace == self.name or "*" in self.allowed_callers or namespace in self.allowed_callers
+
+
+def _examples(value: object) -> tuple[Any, ...]:
+    """Accept a sequence of contexts; never raise (the registry validates each one)."""
+    if isinstance(value, Mapping):
+        return (dict(value),)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return tuple(_mapping(v) for v in value)
+    return (value,)
+
+
+@attrs.frozen
+class Call:
+    """A workflow a step invokes, with the contexts it sends (``examples``).
+
+    ``ref`` is ``"namespace/name@version-or-constraint"``. At load time and in
+    ``teamflow check`` the host resolves it and checks every example against the context
+    schema of the version it resolves to, so a provider's release that would refuse what
+    this step sends fails the provider's check, not this step in production.
+    """
+
+    ref: str
+    examples: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_examples)
+
+    def __str__(self) -> str:
+        return self.ref
 
 
 @attrs.frozen
 class Step:
     """One node of a workflow's DAG.
 
-    ``handler`` is a module-level callable or an import string ``"pkg.module:function"``.
+    ``handler`` is a module-level callable or an import string ``"pkg.module:function"``;
+    ``calls`` the workflows it invokes: a reference string, or a ``Call`` with examples.
     """
 
     name: str
@@ -59,7 +89,7 @@ class Step:
     retry_limit: int = 3
     retryable: bool = True
     timeout_s: float | None = None
-    calls: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    calls: tuple[str | Call, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from teamflow import hookspecs
 from teamflow.config import normalize_distribution
 from teamflow.events import TaskEvent
 from teamflow.models import Candidate, Conflict, Resolution
-from teamflow.registry import ConflictOutcome, Contribution, Drift, Refusal, Registry, Source
+from teamflow.registry import CallFinding, ConflictOutcome, Contribution, Drift, Refusal, Registry, Source
 
 ENTRY_POINT_GROUP = "teamflow.plugins"
 
@@ -59,6 +59,7 @@ class LoadReport:
     refusals: tuple[Refusal, ...]
     conflicts: tuple[ConflictOutcome, ...]
     drift: tuple[Drift, ...]
+    calls: tuple[CallFinding, ...] = ()  # declared calls that do not hold (problems and warnings)
 
     @property
     def failed(self) -> tuple[PluginRecord, ...]:
@@ -66,7 +67,8 @@ class LoadReport:
 
     @property
     def problems(self) -> int:
-        return len(self.failed) + len(self.refusals) + len(self.conflicts) + len(self.drift)
+        calls = sum(c.severity == "problem" for c in self.calls)
+        return len(self.failed) + len(self.refusals) + len(self.conflicts) + len(self.drift) + calls
 
     @property
     def ok(self) -> bool:
@@ -290,4 +292,6 @@ class Plugins:
         refusals = tuple(sorted(self._hook_refusals, key=lambda r: (r.distribution, r.kind))) + tuple(
             registry.refusals
         )
-        return LoadReport(tuple(records), refusals, tuple(registry.conflicts), tuple(registry.drift))
+        return LoadReport(
+            tuple(records), refusals, tuple(registry.conflicts), tuple(registry.drift), tuple(registry.calls)
+        )

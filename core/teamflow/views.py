@@ -15,7 +15,10 @@ from teamflow.engine.engine import TaskDetail
 from teamflow.models import TaskResult
 from teamflow.plugins import LoadReport, PluginRecord
 from teamflow.refs import parse_ref
-from teamflow.registry import ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
+from teamflow.registry import CallFinding, ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
+from teamflow.registry.calls import declared_calls
+from teamflow.registry.export import RegistryExport
+from teamflow.registry.release import Judged, ReleaseFinding, ReleaseOutcome
 from teamflow.store.records import (
     ActiveVersion,
     ApprovalRecord,
@@ -362,12 +365,12 @@ def callers(registry: Registry, entry: WorkflowEntry) -> list[Caller]:
     found = []
     for other in registry.entries():
         for step in other.steps.values():
-            for call in step.calls:
-                ref = parse_ref(call)
+            for call in declared_calls(step):
+                ref = parse_ref(call.ref)
                 if (ref.namespace, ref.name) != (entry.namespace, entry.name):
                     continue
                 if ref.version is None or parse_constraint(ref.version).matches(entry.version):
-                    found.append(Caller(other.ref, step.name, call))
+                    found.append(Caller(other.ref, step.name, call.ref))
     return found
 
 
@@ -464,7 +467,7 @@ def version_detail(
                 retry_limit=entry.steps[name].retry_limit,
                 retryable=entry.steps[name].retryable,
                 timeout_s=entry.steps[name].timeout_s,
-                calls=list(entry.steps[name].calls),
+                calls=[call.ref for call in declared_calls(entry.steps[name])],
             )
             for name in entry.order
         ],
@@ -508,7 +511,8 @@ def unservable(active: ActiveVersion, *, loaded: str | None) -> Unservable:
 
 @attrs.frozen
 class LoadReportView:
-    """The load report: plugins, refusals, conflicts, drift, and tasks no worker here can serve."""
+    """The load report: plugins, refusals, conflicts, drift, tasks no worker here can serve,
+    and declared calls that do not hold (``calls``: problems and warnings)."""
 
     plugins: list[PluginRecord]
     refusals: list[Refusal]
@@ -518,6 +522,7 @@ class LoadReportView:
     problems: int
     unservable_tasks: list[Unservable]
     waiting_approval: list[WaitingApproval] = attrs.field(factory=list)
+    calls: list[CallFinding] = attrs.field(factory=list)
 
 
 def load_report(
@@ -532,6 +537,35 @@ def load_report(
         problems=report.problems,
         unservable_tasks=list(unservable_tasks),
         waiting_approval=list(waiting),
+        calls=list(report.calls),
+    )
+
+
+@attrs.frozen
+class ReleaseReport:
+    """``teamflow check --against FILE``: what the registry installed now breaks, compared with
+    an export of the previous release (``registry.release``).
+
+    ``judged``: the version pairs compared; ``findings``: each breaking change (``allowed``
+    when a major version bump makes it legitimate); ``callers``: declared calls (of this
+    host's namespaces, or into them from the export or the store) that do not hold;
+    ``breaking``: how many make the check fail.
+    """
+
+    against: str
+    judged: list[Judged]
+    findings: list[ReleaseFinding]
+    callers: list[CallFinding]
+    breaking: int
+    ok: bool
+
+
+def release_report(previous: RegistryExport, outcome: ReleaseOutcome) -> ReleaseReport:
+    against = f"registry export of {previous.exported_at} (teamflow {previous.teamflow_version})"
+    if previous.namespace is not None:
+        against += f", namespace {previous.namespace}"
+    return ReleaseReport(
+        against, outcome.judged, outcome.findings, outcome.callers, outcome.breaking, outcome.breaking == 0
     )
 
 

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
-from litestar import Litestar, Request, Response, get, post, put
+from litestar import Litestar, Request, Response, Router, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -39,7 +39,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from loguru import logger
 
 from teamflow import views
-from teamflow.api import admin, pages
+from teamflow.api import admin, pages, registry_routes
 from teamflow.api.metrics import Metrics
 from teamflow.api.schemas import (
     CattrsDTO,
@@ -785,6 +785,7 @@ def create_app(host: Host) -> Litestar:
             create_token,
             revoke_token,
             plugins,
+            Router("/", route_handlers=registry_routes.ROUTES, guards=[needs(None)]),
             live,
             ready,
             metrics_text,

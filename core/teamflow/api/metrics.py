@@ -80,7 +80,7 @@ class HostCollector(Collector):
 
         problems = GaugeMetricFamily(
             "teamflow_load_problems",
-            "Load failures, refusals, conflicts and drift found at start-up",
+            "Load failures, refusals, conflicts, drift and declared calls that do not hold, found at start-up",
             labels=["kind"],
         )
         for kind, count in (
@@ -88,6 +88,7 @@ class HostCollector(Collector):
             ("refusal", len(report.refusals)),
             ("conflict", len(report.conflicts)),
             ("drift", len(report.drift)),
+            ("call", sum(c.severity == "problem" for c in report.calls)),
         ):
             problems.add_metric([kind], count)
         yield problems

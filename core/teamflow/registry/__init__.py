@@ -16,12 +16,18 @@ mode) come in as ``Rules``.
   what other hosts published (for namespaces this process did not load).
 - ``compat``: whether a context schema still accepts what the previous version accepted
   (``compare``, ``is_compatible``; Confluent's BACKWARD rules for JSON Schema).
+- ``calls``: caller contracts: each declared call resolves to a version whose context
+  schema accepts every example (at load time, and in ``teamflow check``).
+- ``export``: the registry as a versioned JSON document, and its reader.
+- ``release``: what the registry installed now breaks, compared with an export of the
+  previous release (``teamflow check --against``).
 """
 
 from teamflow.registry.index import Registry, Versioned, select_version
 from teamflow.registry.ownership import ConflictResolver, build_registry
 from teamflow.registry.records import (
     CONFIG_OWNER,
+    CallFinding,
     ConflictOutcome,
     Contribution,
     Drift,
@@ -37,6 +43,7 @@ from teamflow.versions import Constraint
 
 __all__ = [
     "CONFIG_OWNER",
+    "CallFinding",
     "ConflictOutcome",
     "ConflictResolver",
     "Constraint",

@@ -70,7 +70,10 @@ from urllib.parse import unquote
 
 import attrs
 
-__all__ = ["SchemaChange", "compare", "is_compatible"]
+__all__ = ["MODES", "SchemaChange", "compare", "is_compatible"]
+
+MODES = ("backward", "none")
+"""The compatibility modes a namespace policy may name (``NamespacePolicy.compatibility``)."""
 
 
 @attrs.frozen

@@ -1,9 +1,14 @@
 """Workflow fingerprints: a digest of what a workflow version *does*.
 
 Inputs, exactly: step names, sorted dependencies, handler references as
-``module:qualname``, retry and timeout settings, ``calls``, and the canonical JSON of the
-context schema. Descriptions, deprecation and handler source code are left out, so
-editing a docstring is not drift but changing a step is.
+``module:qualname``, retry and timeout settings, the references of ``calls``, and the
+canonical JSON of the context schema. Descriptions, deprecation and handler source code
+are left out, so editing a docstring is not drift but changing a step is.
+
+A call's ``examples`` are left out too: they say what the step sends, not what it does,
+and are checked against the provider at every load. Were they in the digest, adding an
+example would strand the version's unfinished tasks (a worker claims a step only for the
+digest its task recorded), and a step declared with plain strings keeps its digest.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from teamflow.models import Step
+from teamflow.registry.calls import declared_calls
 from teamflow.serialization import canonical_json
 
 
@@ -71,7 +77,7 @@ def fingerprint(steps: Sequence[Step], handler_refs: Mapping[str, str], context_
                 "retry_limit": step.retry_limit,
                 "retryable": step.retryable,
                 "timeout_s": step.timeout_s,
-                "calls": sorted(step.calls),
+                "calls": sorted(call.ref for call in declared_calls(step)),
             }
             for step in sorted(steps, key=lambda s: s.name)
         ],

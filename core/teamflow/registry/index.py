@@ -9,12 +9,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from teamflow.errors import NamespaceNotFound, VersionNotFound, WorkflowNotFound
-from teamflow.registry.records import ConflictOutcome, Drift, NamespaceEntry, Refusal, WorkflowEntry
+from teamflow.registry.records import (
+    CallFinding,
+    ConflictOutcome,
+    Drift,
+    NamespaceEntry,
+    Refusal,
+    WorkflowEntry,
+)
 from teamflow.versions import Constraint, Version, parse_constraint
 
 
 class Registry:
-    """The runnable index plus the load-time outcome (refusals, conflicts, drift)."""
+    """The runnable index plus the load-time outcome (refusals, conflicts, drift, calls that do not hold)."""
 
     def __init__(
         self,
@@ -25,8 +32,10 @@ class Registry:
         drift: list[Drift],
         blocked: dict[str, str],
         default_versions: Mapping[str, str],
+        calls: Sequence[CallFinding] = (),
     ) -> None:
         self.namespaces = namespaces
+        self.calls = list(calls)
         self.refusals = refusals
         self.conflicts = conflicts
         self.drift = drift
@@ -44,9 +53,7 @@ class Registry:
         self._names_by_namespace: dict[str, list[str]] = defaultdict(list)
         for ns, name in sorted(self._versions):
             self._names_by_namespace[ns].append(name)
-        self._default_versions = {
-            tuple(key.split("/", 1)): parse_constraint(value) for key, value in default_versions.items()
-        }
+        self._default_versions = parse_defaults(default_versions)
 
     # -- browsing ---------------------------------------------------------------------
 
@@ -74,6 +81,10 @@ class Registry:
     def default_constraint(self, namespace: str, name: str) -> Constraint | None:
         """The configured default-version pin of one workflow, or None."""
         return self._default_versions.get((namespace, name))
+
+    def default_constraints(self) -> dict[tuple[str, str], Constraint]:
+        """Every configured default-version pin, by (namespace, name)."""
+        return dict(self._default_versions)
 
     # -- resolution -------------------------------------------------------------------
 
@@ -120,6 +131,15 @@ class Registry:
             name=name,
             workflows=names,
         )
+
+
+def parse_defaults(default_versions: Mapping[str, str]) -> dict[tuple[str, str], Constraint]:
+    """Default-version pins (``{"payments/process_refund": "^2.0"}``) by (namespace, name)."""
+    parsed = {}
+    for key, value in default_versions.items():
+        namespace, _, name = key.partition("/")
+        parsed[(namespace, name)] = parse_constraint(value)
+    return parsed
 
 
 class Versioned(Protocol):

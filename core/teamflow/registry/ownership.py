@@ -20,9 +20,13 @@ import attrs
 
 from teamflow.models import Candidate, Conflict, NamespacePolicy, Resolution, Workflow
 from teamflow.refs import valid_name
-from teamflow.registry.index import Registry
+from teamflow.registry.calls import settle
+from teamflow.registry.compat import MODES
+from teamflow.registry.index import Registry, parse_defaults
+from teamflow.registry.published import published_layer, published_sites
 from teamflow.registry.records import (
     CONFIG_OWNER,
+    CallFinding,
     ConflictOutcome,
     Contribution,
     Drift,
@@ -92,6 +96,16 @@ class _Builder:
                         repr(policy.name),
                         "namespace names must match [a-z][a-z0-9_]* (at most 100 characters)",
                         "rename the namespace",
+                    )
+                    continue
+                if policy.compatibility not in MODES:
+                    self.refuse(
+                        "invalid_namespace",
+                        contrib.source,
+                        policy.name,
+                        f"compatibility {policy.compatibility!r} is not one of "
+                        f"{', '.join(repr(m) for m in MODES)}",
+                        'write compatibility="backward" (the default) or "none"',
                     )
                     continue
                 seen[policy.name] += 1
@@ -418,6 +432,34 @@ def build_registry(
     builder = _Builder(rules, resolver or _no_resolver)
     namespaces = builder.namespaces(ordered)
     entries, drift = builder.workflows(ordered, namespaces)
+    entries, calls = _settle_calls(builder, entries, namespaces, rules)
     refusals = sorted(builder.refusals, key=lambda r: (r.subject, r.distribution, r.kind, r.step or ""))
     conflicts = sorted(builder.conflicts, key=lambda c: (c.conflict.kind, c.conflict.key))
-    return Registry(namespaces, entries, refusals, conflicts, drift, builder.blocked, rules.default_versions)
+    return Registry(namespaces, entries, refusals, conflicts, drift, builder.blocked, rules.default_versions, calls)
+
+
+def _settle_calls(
+    builder: _Builder, entries: list[WorkflowEntry], namespaces: dict[str, NamespaceEntry], rules: Rules
+) -> tuple[list[WorkflowEntry], list[CallFinding]]:
+    """Check every declared call (and, strict, refuse the versions whose calls do not hold)."""
+    kept, findings = settle(
+        entries,
+        {name: ns.policy.contact_email for name, ns in namespaces.items()},
+        builder.blocked,
+        others=[published_layer(rules.published)],
+        other_sites=published_sites(rules.published),
+        defaults=parse_defaults(rules.default_versions),
+        strict=rules.strict,
+    )
+    sources = {e.ref: e.source for e in entries}
+    for finding in findings:
+        if finding.refused:
+            builder.refuse(
+                "call_contract",
+                sources[finding.caller],
+                finding.caller,
+                f"calls {finding.call}: {finding.reason}; refused in strict mode",
+                finding.fix,
+                finding.step,
+            )
+    return kept, findings

@@ -15,9 +15,10 @@ import attrs
 import jsonschema
 
 from teamflow.models import NamespacePolicy
+from teamflow.registry.calls import CallSite, Layer, Provided, call_dicts, declared_calls, read_calls
 from teamflow.registry.fingerprint import route_key
 from teamflow.registry.index import select_version
-from teamflow.registry.records import StepRow, WorkflowEntry
+from teamflow.registry.records import PUBLISHED, CatalogRow, PublishedCatalog, StepRow, WorkflowEntry
 from teamflow.versions import Constraint, Version, parse_version
 
 
@@ -34,7 +35,7 @@ def definition(entry: WorkflowEntry) -> dict[str, Any]:
                 "name": n,
                 "depends_on": list(s.depends_on),
                 "handler": entry.handler_refs[n],
-                "calls": list(s.calls),
+                "calls": call_dicts(declared_calls(s)),
                 "retry_limit": s.retry_limit,
                 "retryable": s.retryable,
                 "timeout_s": s.timeout_s,
@@ -55,6 +56,7 @@ def policy_dict(policy: NamespacePolicy) -> dict[str, Any]:
         "requires_approval": policy.requires_approval,
         "approvers": list(policy.approvers),
         "allowed_callers": list(policy.allowed_callers),
+        "compatibility": policy.compatibility,
     }
 
 
@@ -68,6 +70,7 @@ def published_policy(namespace: str, data: Mapping[str, Any]) -> NamespacePolicy
         requires_approval=data.get("requires_approval", False),
         approvers=tuple(data.get("approvers", ())),
         allowed_callers=tuple(data.get("allowed_callers", ("*",))),
+        compatibility=data.get("compatibility", "backward"),
     )
 
 
@@ -138,3 +141,49 @@ def resolve_published(
         return None
     entries.sort(key=lambda e: e.version.key, reverse=True)
     return select_version(namespace, name, entries, version, default)
+
+
+# -- the whole catalog: caller contracts across hosts -------------------------------------
+
+
+def current_rows(rows: Iterable[CatalogRow]) -> list[CatalogRow]:
+    """The published versions each distribution still ships: those of its most recently
+    published release. A host rewrites every version it loads when its distribution's
+    version changes, so a version a later release dropped keeps an older distribution
+    version. The store never forgets it, and a caller no host runs any more must not fail
+    a provider's check."""
+    rows = list(rows)
+    latest: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        seen = latest.get(row.distribution)
+        if seen is None or row.published_at > seen[0]:
+            latest[row.distribution] = (row.published_at, row.distribution_version)
+    return [row for row in rows if row.distribution_version == latest[row.distribution][1]]
+
+
+def published_layer(catalog: PublishedCatalog) -> Layer:
+    """What other hosts published, as the targets of calls."""
+    return Layer(
+        PUBLISHED,
+        {ns: str(policy.get("contact_email", "")) for ns, policy in catalog.namespaces.items()},
+        [
+            Provided(
+                row.namespace, row.name, parse_version(row.version), row.deprecated,
+                row.definition.get("context_schema"), row.distribution, row.distribution_version,
+            )
+            for row in catalog.versions
+        ],
+    )
+
+
+def published_sites(catalog: PublishedCatalog) -> list[CallSite]:
+    """The calls that published versions declare (of each distribution's current release)."""
+    return [
+        CallSite(
+            f"{row.namespace}/{row.name}@{row.version}", row.namespace, row.distribution, row.distribution_version,
+            step["name"], call, PUBLISHED,
+        )
+        for row in sorted(current_rows(catalog.versions), key=lambda r: (r.namespace, r.name, r.version))
+        for step in row.definition.get("steps", ())
+        for call in read_calls(step.get("calls", ()))
+    ]

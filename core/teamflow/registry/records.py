@@ -11,7 +11,7 @@ API structures an unstructured load report back into these types.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import jsonschema
@@ -52,6 +52,37 @@ class PlatformNamespace:
     contributors: tuple[str, ...] = ()
 
 
+class CatalogRow(Protocol):
+    """What the registry reads of a version another host published (the store's ``VersionRecord``)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def deprecated(self) -> str | None: ...
+    @property
+    def definition(self) -> dict[str, Any]: ...
+    @property
+    def distribution(self) -> str: ...
+    @property
+    def distribution_version(self) -> str: ...
+    @property
+    def published_at(self) -> float: ...
+
+
+@attrs.frozen
+class PublishedCatalog:
+    """Everything hosts published to the store: each namespace's policy, every version."""
+
+    namespaces: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    versions: tuple[CatalogRow, ...] = ()
+
+
 @attrs.frozen
 class Rules:
     """What the registry takes from outside: configuration and the store's memory."""
@@ -62,6 +93,9 @@ class Rules:
     strict: bool = False
     recorded_owners: Mapping[str, str] = attrs.field(factory=dict)
     recorded_fingerprints: Mapping[tuple[str, str, str], str] = attrs.field(factory=dict)
+    # what other hosts published: the targets of calls into namespaces not loaded here, and
+    # the calls of theirs into namespaces loaded here
+    published: PublishedCatalog = attrs.field(factory=PublishedCatalog)
 
 
 @attrs.frozen
@@ -130,6 +164,48 @@ class Drift:
         return (
             f"{self.ref} from {self.distribution}: recorded fingerprint {self.recorded[:12]}, now "
             f"{self.current[:12]}: a released version changed without a version bump; {verdict}"
+        )
+
+
+LOADED, PUBLISHED, EXPORT = "loaded", "published", "export"
+"""Where a caller's declared call or a provider's versions were read."""
+
+KNOWN_AS = {LOADED: "loaded here", PUBLISHED: "published to the store", EXPORT: "in the export"}
+
+
+@attrs.frozen
+class CallFinding:
+    """A declared call that does not hold: it resolves to nothing, or an example is refused.
+
+    ``kind``: ``unknown_namespace`` (a warning, or in strict mode a problem: nothing could be
+    checked), ``unresolved`` (no version matches), ``example_refused`` or ``invalid_call``.
+    ``severity`` is ``problem`` (``teamflow check`` exits 1) or ``warning``. ``source`` says where the caller's
+    declaration was read (``loaded`` here, ``published`` by another host, an ``export``);
+    ``refused`` that strict mode did not load the caller's version.
+    """
+
+    kind: str
+    severity: str
+    caller: str
+    distribution: str
+    distribution_version: str
+    step: str
+    call: str
+    reason: str
+    fix: str
+    source: str = LOADED
+    example: int | None = None
+    provider: str | None = None
+    provider_distribution: str | None = None
+    refused: bool = False
+    message: str = attrs.field()
+
+    @message.default
+    def _message(self) -> str:
+        where = "" if self.source == LOADED else f" ({KNOWN_AS[self.source]})"
+        return (
+            f"{self.distribution} {self.distribution_version}: {self.caller}{where} step {self.step!r} calls "
+            f"{self.call}: {self.reason}"
         )
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import jsonschema
 
 from teamflow.errors import InvalidVersion
-from teamflow.models import Step, Workflow
+from teamflow.models import Call, Step, Workflow
 from teamflow.refs import parse_ref, valid_name
 from teamflow.registry.fingerprint import HandlerError, fingerprint, resolve_handler, route_key
 from teamflow.registry.records import Source, StepRow, WorkflowEntry
-from teamflow.serialization import canonical_json
+from teamflow.serialization import canonical_json, to_json
 from teamflow.versions import parse_constraint, parse_version
 
 
@@ -90,14 +90,40 @@ def _validate_step(step: Any, names: set[str]) -> None:
     ):
         raise Invalid(f"timeout_s {step.timeout_s!r} must be a positive number or None", step=step.name)
     for call in step.calls:
-        try:
-            ref = parse_ref(call)
-            if ref.version is not None:
-                parse_constraint(ref.version)
-        except Exception as exc:
+        _validate_call(call, step.name)
+
+
+def _validate_call(call: Any, step: str) -> None:
+    if not isinstance(call, str | Call):
+        raise Invalid(
+            f"calls entry {call!r} is neither a reference string nor a teamflow.Call",
+            "write 'namespace/name@version', or teamflow.Call('namespace/name@version', examples=[{...}])",
+            step=step,
+        )
+    ref_text = call.ref if isinstance(call, Call) else call
+    try:
+        ref = parse_ref(ref_text)
+        if ref.version is not None:
+            parse_constraint(ref.version)
+    except Exception as exc:
+        raise Invalid(f"calls entry {ref_text!r}: {exc}", "write 'namespace/name@version'", step=step) from None
+    if not isinstance(call, Call):
+        return
+    for index, example in enumerate(call.examples):
+        problem = None
+        if not isinstance(example, dict):
+            problem = f"is {type(example).__name__}, not a JSON object"
+        else:
+            try:
+                to_json(example)
+            except (TypeError, ValueError) as exc:
+                problem = f"is not JSON: {exc}"
+        if problem:
             raise Invalid(
-                f"calls entry {call!r}: {exc}", "write 'namespace/name@version'", step=step.name
-            ) from None
+                f"calls entry {ref_text!r}: example {index} {problem}",
+                "give each example as the context (a dict of JSON values) the step sends",
+                step=step,
+            )
 
 
 def compile_workflow(workflow: Any, source: Source) -> WorkflowEntry:

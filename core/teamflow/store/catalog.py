@@ -38,6 +38,10 @@ VERSIONS_OF = (
     "SELECT namespace, name, version, fingerprint, distribution, distribution_version, deprecated, definition "
     "FROM tf_workflow_version WHERE namespace = ? AND name = ?"
 )
+ALL_VERSIONS = (
+    "SELECT namespace, name, version, fingerprint, distribution, distribution_version, deprecated, definition, "
+    "published_at FROM tf_workflow_version ORDER BY namespace, name, version"
+)
 
 INSERT_APPROVAL = (
     "INSERT INTO tf_approval (namespace, name, version, fingerprint, approver, at, verified, via) "
@@ -99,6 +103,15 @@ class Catalog(StoreBase):
             VersionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
             for r in self.execute(VERSIONS_OF, (namespace, name)).fetchall()
         ]
+
+    def published_catalog(self) -> tuple[list[NamespaceRecord], list[VersionRecord]]:
+        """Every namespace and version any host published (what caller contracts are checked against)."""
+        namespaces = [NamespaceRecord(r[0], r[1], json.loads(r[2])) for r in self.execute(NAMESPACES).fetchall()]
+        versions = [
+            VersionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
+            for r in self.execute(ALL_VERSIONS).fetchall()
+        ]
+        return namespaces, versions
 
     # -- approvals ----------------------------------------------------------------------
 

@@ -288,6 +288,7 @@ class VersionRecord:
     distribution_version: str
     deprecated: str | None
     definition: dict[str, Any]
+    published_at: float = 0.0  # when a host last wrote it (read back; publishing sets it)
 
 
 # -- workers ----------------------------------------------------------------------------

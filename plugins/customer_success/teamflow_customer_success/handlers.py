@@ -21,6 +21,28 @@ AUTO_APPROVE_LIMIT = 100.0
 MANAGER_LIMIT = 500.0
 PAYMENTS_REFUND = "payments/process_refund@2.1.0"
 
+# What execute_payment_refund sends to payments, declared as its call's examples: the
+# payments team's `teamflow check` fails on a release that would refuse them, before it
+# reaches production. The first is the refund of ticket cs_456 (pay_456, 219.80 requested);
+# the second carries the demo switch passed through to the payments task.
+PAYMENTS_REFUND_EXAMPLES: tuple[dict[str, Any], ...] = (
+    {
+        "payment_id": "pay_456",
+        "amount": 219.8,
+        "reason": "customer_service_refund",
+        "initiated_by": "customer_success",
+        "cs_ticket_id": "cs_456",
+    },
+    {
+        "payment_id": "pay_1",
+        "amount": 10.0,
+        "reason": "customer_service_refund",
+        "initiated_by": "customer_success",
+        "cs_ticket_id": "cs_1",
+        "simulate_failure": {"step": "process_gateway_refund", "mode": "permanent"},
+    },
+)
+
 
 # -------------------------------------------------------------------------
 # Demo switches. Every team plugin carries its own copy on purpose: the plugins

@@ -8,7 +8,7 @@ once at start-up.
 
 from __future__ import annotations
 
-from teamflow import NamespacePolicy, Step, Workflow, hookimpl
+from teamflow import Call, NamespacePolicy, Step, Workflow, hookimpl
 from teamflow_customer_success import handlers as h
 from teamflow_customer_success import schemas
 
@@ -71,7 +71,7 @@ def process_refund_1_3_0() -> Workflow:
                 h.execute_payment_refund,
                 depends_on="get_manager_approval",
                 description="Execute refund via payments team workflow",
-                calls=(h.PAYMENTS_REFUND,),
+                calls=(Call(h.PAYMENTS_REFUND, examples=h.PAYMENTS_REFUND_EXAMPLES),),
             ),
             Step(
                 "update_customer_record",

@@ -196,6 +196,18 @@ def test_payments_simulate_failure_is_passed_to_the_child() -> None:
     assert requests[0].context["simulate_failure"] == flag
 
 
+def test_the_call_examples_declared_are_what_the_step_sends_to_payments() -> None:
+    sent: list[TaskRequest] = []
+    ticket = handlers.lookup_ticket("cs_456")
+    approved = {"get_manager_approval": {"payment_id": ticket["payment_id"], "approved_amount": ticket["requested_amount"]}}
+    run_step(handlers.execute_payment_refund, {"ticket_id": "cs_456"}, approved, children={REFUND: recording(sent)})
+    flag = {"step": "process_gateway_refund", "mode": "permanent"}
+    results = {"get_manager_approval": {"payment_id": "pay_1", "approved_amount": 10.0}}
+    context = {"ticket_id": "cs_1", "payments_simulate_failure": flag}
+    run_step(handlers.execute_payment_refund, context, results, children={REFUND: recording(sent)})
+    assert tuple(dict(r.context) for r in sent) == handlers.PAYMENTS_REFUND_EXAMPLES
+
+
 def test_simulated_failure_before_the_child_is_started() -> None:
     flag = {"step": "execute_payment_refund", "mode": "permanent"}
     results = {"get_manager_approval": {"payment_id": "pay_1", "approved_amount": 10.0}}

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 import jsonschema
 import pytest
 
-from teamflow import NamespacePolicy, Workflow
+from teamflow import Call, NamespacePolicy, Workflow
 from teamflow.testing import assert_plugin_loads
 from teamflow_customer_success import handlers, plugin
 
@@ -87,7 +87,7 @@ def test_only_execute_payment_refund_declares_a_cross_team_call() -> None:
     calls = {(w.ref, s.name): s.calls for w in WORKFLOWS for s in w.steps if s.calls}
     assert calls == {
         ("customer_success/process_refund@1.3.0", "execute_payment_refund"): (
-            "payments/process_refund@2.1.0",
+            Call("payments/process_refund@2.1.0", examples=handlers.PAYMENTS_REFUND_EXAMPLES),
         )
     }
 
