@@ -1,4 +1,4 @@
-"""Every developer task: `nox -s tests`, `lint`, `typing`, `serve`, `bench`."""
+"""Every developer task: `nox -s tests`, `lint`, `typing`, `docs`, `serve`, `bench`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.sessions = ["lint", "typing", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -32,7 +32,7 @@ def tests(session: nox.Session) -> None:
     """Host, cross-plugin and integration tests, then each plugin's own tests on their own."""
     _install_checkout(
         session, "pytest", "pytest-timeout", "hypothesis", "httpx", "pip", "build", "schemathesis", "playwright",
-        "import-linter",
+        "import-linter", "pyyaml", "ruff",
     )
     session.run("python", "-c", "import teamflow, pathlib, sys; "
                 "p = pathlib.Path(teamflow.__file__).resolve(); "
@@ -57,6 +57,19 @@ def typing(session: nox.Session) -> None:
     session.install("mypy", "types-jsonschema", "pytest")
     _install_checkout(session)
     session.run("mypy", "core/teamflow")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/) into site/, built with --strict: a broken link,
+    a page left out of the navigation or a reference to a name that does not exist fails it."""
+    session.install(
+        "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26", "mkdocs-click>=0.8", "griffe-fieldz", "ruff",
+        "click<8.3",  # mkdocs-click 0.9 shows click 8.3's unset defaults as "Sentinel.UNSET"
+    )  # griffe-fieldz: the fields of the attrs classes; ruff formats the signatures shown
+    session.install("-e", ".")  # mkdocs-click imports teamflow.cli to read its commands
+    # NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.0, which the pin above keeps out
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

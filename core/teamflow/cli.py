@@ -782,5 +782,46 @@ def upgrade(ctx: click.Context) -> None:
     out.print(Text(f"schema at version {done.schema_version}{applied}"))
 
 
+# -- plugin authors ------------------------------------------------------------------------
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--namespace", required=True, help="the namespace it owns: lower case letters, digits and _, e.g. billing")
+@click.option("--owner-team", required=True, help="the team that owns the namespace")
+@click.option("--contact", required=True, help="the e-mail address other teams write to about it")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    help="the folder to write the distribution into, new or empty (default: ./NAME)",
+)
+@click.pass_context
+@handle_errors
+def new_plugin(
+    ctx: click.Context, name: str, namespace: str, owner_team: str, contact: str, directory: Path | None
+) -> None:
+    """Write a new team plugin distribution, ready to install and test.
+
+    NAME is the distribution's name, e.g. teamflow-billing; it owns the --namespace. A
+    namespace that an installed plugin, an owner pin or the database gives to another
+    distribution is refused, naming it."""
+    from teamflow import scaffold
+
+    spec = scaffold.plugin_spec(name, namespace, owner_team, contact)
+    target = directory if directory is not None else Path(name)
+    with _host(ctx) as host:
+        written = scaffold.new_plugin(spec, target, owner_of=host.namespace_owner)
+    out.print(Text(f"wrote {spec.distribution} (namespace {spec.namespace}, requires {spec.host_requirement}):"))
+    for path in written:
+        out.print(Text(f"  {path}"))
+    # a bare folder name would be read by pip as a distribution to download
+    folder = target.as_posix() if target.is_absolute() or "/" in target.as_posix() else f"./{target}"
+    out.print(Text("next:"))
+    out.print(Text(f"  pip install -e '{folder}[test]'"))
+    out.print(Text(f"  cd {folder} && python -m pytest"))
+    out.print(Text(f"  teamflow run {spec.example} --context '{{\"item\": \"widget\"}}'"))
+
+
 if __name__ == "__main__":
     main()

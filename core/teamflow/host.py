@@ -720,3 +720,31 @@ class Host:
         """What every host published: the callers and call targets beyond this host's plugins."""
         namespaces, versions = self.store.published_catalog()
         return PublishedCatalog({ns.name: ns.policy for ns in namespaces}, tuple(versions))
+
+    # -- plugin authors: whether a namespace is free (`teamflow new-plugin`) -----------------
+
+    def namespace_owner(self, namespace: str) -> str | None:
+        """The distribution that owns ``namespace`` for this host, or None when it is free.
+
+        In order: the owner the registry settled from the installed plugins (``teamflow.toml``
+        for a namespace the host configuration defines), the distributions whose declarations
+        block each other, the configuration's owner pin, and the owner the store recorded,
+        whose plugin need not be installed here. Several distributions are joined by " and ".
+        """
+        settled = self.registry.namespaces.get(namespace)
+        if settled is not None:
+            return settled.owner
+        blocked = sorted(
+            {
+                candidate.distribution
+                for outcome in self.registry.conflicts
+                if outcome.conflict.kind == "namespace" and outcome.conflict.key == namespace
+                for candidate in outcome.conflict.candidates
+            }
+        )
+        if blocked:
+            return " and ".join(blocked)
+        if namespace in self.config.owner_pins:
+            return self.config.owner_pins[namespace]
+        recorded = self.store.published_namespace(namespace)
+        return None if recorded is None else recorded.owner
