@@ -221,6 +221,7 @@ MATRIX: dict[tuple[str, str], dict[str, dict[str, int]]] = {
         OTHER: _row(401, execute=403, read=403, operate=403, approver=403, admin=303),
     },
     ("GET", "/admin/tasks"): _same(_row(303, execute=403, read=200, operate=200, approver=200, admin=200)),
+    ("GET", "/admin/audit"): _same(_row(303, execute=403, read=200, operate=200, approver=200, admin=200)),
     ("GET", "/admin/tasks/{task_id:str}"): {
         OWN: _row(303, execute=403, read=200, operate=200, approver=200, admin=200),
         OTHER: _row(303, execute=403, read=404, operate=404, approver=404, admin=200),
@@ -267,6 +268,8 @@ def _cell(m: Matrix, method: str, route: str, column: str, row: str, csrf: str) 
         return Cell(route, {"secret": m.secrets.get(row, ""), "next": "/admin/tasks"})
     if route == "/admin/tasks":
         return Cell(f"/admin/tasks?namespace={ns}")
+    if route == "/admin/audit":
+        return Cell(f"/admin/audit?namespace={ns}")
     if route == "/admin/tasks/{task_id:str}":
         return Cell(f"/admin/tasks/{failed_task(host, ns)[0]}")
     if route.endswith("/cancel"):
@@ -673,3 +676,19 @@ def test_json_result_of_resolve_round_trips(make_app: Callable[..., Browser]) ->
         path = f"/admin/tasks/{task_id}/steps/{step}/resolve"
         assert browser.send("POST", path, sid, data={"csrf": csrf, "result": text}).status_code == 303
         assert browser.host.get_task(task_id).step(step).result == expected
+
+
+def test_the_audit_page_shows_the_sessions_namespaces_only(matrix: Matrix) -> None:
+    """An operator's cancel is on the audit page of its namespace's readers, and not on
+    the page of a token of another namespace; an admin sees every row."""
+    sid, csrf = matrix.session("operate")
+    task_id = pending_task(matrix.host, TASK_NAMESPACE[OWN])
+    done = matrix.browser.send("POST", f"/admin/tasks/{task_id}/cancel", sid, data={"csrf": csrf},
+                               headers={"Origin": ORIGIN})
+    assert done.status_code == 303, done.text
+    own = matrix.browser.send("GET", "/admin/audit", matrix.session("read")[0]).text
+    assert f"task {task_id}" in own and "task.cancel" in own
+    everything = matrix.browser.send("GET", "/admin/audit", matrix.session("admin")[0]).text
+    assert f"task {task_id}" in everything
+    other = matrix.browser.send("GET", f"/admin/audit?namespace={TASK_NAMESPACE[OTHER]}", matrix.session("read")[0])
+    assert other.status_code == 200 and f"task {task_id}" not in other.text

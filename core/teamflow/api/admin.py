@@ -368,6 +368,26 @@ def tasks_page(
     )
 
 
+@get("/admin/audit", sync_to_thread=True, guards=[signed_in(READ)], dependencies=_VIEWER, include_in_schema=False)
+def audit_page(
+    host: NamedDependency[Host],
+    viewer: NamedDependency[Viewer],
+    namespace: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Response[str]:
+    """The audit trail the session may read (its namespaces' rows; every row for admin)."""
+    namespace, cursor = namespace or None, cursor or None
+    page = host.audit(caller=viewer.caller, namespace=namespace, limit=PAGE_SIZE, cursor=cursor)
+    query = {k: v for k, v in (("namespace", namespace), ("cursor", page.next_cursor)) if v}
+    return render(
+        "audit.html",
+        viewer=viewer,
+        rows=page.rows,
+        namespace=namespace,
+        next_link=("/admin/audit?" + urlencode(query)) if page.next_cursor else None,
+    )
+
+
 @get(
     "/admin/tasks/{task_id:str}",
     sync_to_thread=True,
@@ -475,6 +495,7 @@ def resolve_step(
 
 
 ROUTES = [
+    audit_page,
     admin_root,
     sign_in_page,
     sign_in,
