@@ -2,8 +2,8 @@
 
 - Every error code the host can report has its page, ``docs/errors/CODE.md``, in the
   navigation, and no page is left for a code that is gone.
-- Every public name of ``teamflow``, every configuration key and every HTTP route of the
-  OpenAPI document is documented.
+- Every public name of ``teamflow``, every configuration key, every HTTP route of the
+  OpenAPI document and the pages outside it (``GET /``, ``GET /api``) is documented.
 - Every runnable sample runs. By its fence:
 
   - ``python``: run as a script of its own by a fresh venv's python (the host checkout as
@@ -148,9 +148,21 @@ def _routes(database: Path) -> list[str]:
         )
 
 
+def _pages() -> list[str]:
+    """The routes outside the OpenAPI document and the admin pages: ``GET /``, ``GET /api``."""
+    from teamflow.api import pages
+
+    return sorted(
+        f"{method} {path}"
+        for handler in pages.ROUTES
+        for method in handler.http_methods
+        for path in handler.paths
+    )
+
+
 def test_every_http_route_is_documented(tmp_path: Path) -> None:
     text = (DOCS / "reference" / "http.md").read_text()
-    missing = [route for route in _routes(tmp_path / "t.db") if f"`{route}`" not in text]
+    missing = [route for route in _routes(tmp_path / "t.db") + _pages() if f"`{route}`" not in text]
     assert missing == [], f"document these routes in docs/reference/http.md: {missing}"
 
 
