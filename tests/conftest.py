@@ -71,6 +71,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/teamflow.db"
         return
+    yield from _postgres()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A schema of its own on the test PostgreSQL (a failure on CI when it is unreachable)."""
+    yield from _postgres()
+
+
+def _postgres() -> Iterator[str]:
     problem = _pg_problem()
     if problem:
         if IN_CI:

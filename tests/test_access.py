@@ -567,7 +567,8 @@ def _ready(url: str) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_revocation_on_one_host_is_honoured_by_another_within_5_s(tmp_path: Path, pg_url: str) -> None:
+def test_a_revocation_on_one_host_is_honoured_by_another_within_5_s(tmp_path: Path, postgres_url: str) -> None:
+    pg_url = postgres_url
     setup = Host(config=_config(pg_url), plugins=[("team-shared", SharedPlugin())], migrate=True)
     secret = setup.create_token("reader", ["payments"], ["read"]).secret
     env = {"TEAMFLOW_DATABASE_URL": pg_url}
@@ -585,18 +586,6 @@ def test_a_revocation_on_one_host_is_honoured_by_another_within_5_s(tmp_path: Pa
                 assert time.monotonic() - revoked_at < 5.0
     finally:
         setup.close()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    from conftest import IN_CI, _pg_problem, pg_schema_url
-
-    problem = _pg_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    yield from pg_schema_url()
 
 
 def test_python_api_callers_are_unrestricted(tmp_path: Path) -> None:

@@ -605,7 +605,8 @@ contributors = ["team-shared"]
 """
 
 
-def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Path) -> None:
+def _shared_site(tmp_path: Path) -> Path:
+    """A folder for PYTHONPATH holding the installed-looking distribution team-shared."""
     site = tmp_path / "shared-site"
     info = site / "team_shared-1.0.0.dist-info"
     info.mkdir(parents=True)
@@ -613,6 +614,11 @@ def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Pat
     (info / "entry_points.txt").write_text("[teamflow.plugins]\nshared = cli_shared_flows\n")
     (info / "RECORD").write_text("")
     (site / "cli_shared_flows.py").write_text(SHARED_PLUGIN)
+    return site
+
+
+def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Path) -> None:
+    site = _shared_site(tmp_path)
     platform = tf.with_dir(tmp_path / "platform", extra_path=[site])
     (platform.cwd / "teamflow.toml").write_text(SHARED_CONFIG)
 
@@ -648,13 +654,7 @@ def test_approval_gates_a_namespace_that_requires_it(tf: Teamflow, tmp_path: Pat
 def test_run_of_a_version_nobody_serves_says_so_within_5_s(tf: Teamflow, tmp_path: Path) -> None:
     """Another host published shared/notify@1.0.0 (it has the plugin); here nobody runs it:
     ``run`` stores the task, says why and exits 1 within 5 s instead of waiting forever."""
-    site = tmp_path / "shared-site"
-    info = site / "team_shared-1.0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: team-shared\nVersion: 1.0.0\n")
-    (info / "entry_points.txt").write_text("[teamflow.plugins]\nshared = cli_shared_flows\n")
-    (info / "RECORD").write_text("")
-    (site / "cli_shared_flows.py").write_text(SHARED_PLUGIN)
+    site = _shared_site(tmp_path)
     publisher = tf.with_dir(tmp_path / "here", extra_path=[site])
     (publisher.cwd / "teamflow.toml").write_text(SHARED_CONFIG.replace("requires_approval = true", ""))
     publisher.run("workflows")  # publishes shared/notify@1.0.0 to the database
