@@ -414,6 +414,7 @@ DEFAULTS = {
     "session_idle_s": 1800.0,
     "owner_pins": {},
     "default_versions": {},
+    "sunsets": {},
     "namespaces": {},
 }
 BAD = object()  # the verdict on a value that must be refused
@@ -644,6 +645,22 @@ DEFAULT_VERSIONS_ENV = [
     ("payments/refund=", BAD),
     ("a/b=1.0, a/b=2.0", BAD),
 ]
+SUNSETS_TOML = [
+    ({"payments/refund@2.0.0": "2027-03-01"}, {"payments/refund@2.0.0": "2027-03-01"}),
+    ({}, {}),
+    ({"payments/refund": "2027-03-01"}, BAD),  # no version
+    ({"payments/refund@^2.0": "2027-03-01"}, BAD),  # a constraint, not a version
+    ({"payments/refund@2.0.0": "2027-02-30"}, BAD),  # no such day
+    ({"payments/refund@2.0.0": "1 March 2027"}, BAD),
+    ({"payments/refund@2.0.0": 20270301}, BAD),
+    (["payments/refund@2.0.0"], BAD),
+]
+SUNSETS_ENV = [
+    ("payments/refund@2.0.0=2027-03-01", {"payments/refund@2.0.0": "2027-03-01"}),
+    ("", {}),
+    ("payments/refund@2.0.0", BAD),
+    ("payments/refund@2.0.0=2027-3-1", BAD),
+]
 NAMESPACES_TOML = [
     (
         {"shared": SHARED},
@@ -789,10 +806,12 @@ def judged(rule: Any, values: Any) -> Any:
 
 def entry(key: str, in_env: bool, wild: bool) -> Any:
     """One (value, verdict) for ``key`` in the file or a variable, tame or from anything."""
-    if key == "default_versions" or key == "namespaces":
+    if key in ("default_versions", "namespaces", "sunsets"):
         pool = {
             ("default_versions", False): DEFAULT_VERSIONS_TOML,
             ("default_versions", True): DEFAULT_VERSIONS_ENV,
+            ("sunsets", False): SUNSETS_TOML,
+            ("sunsets", True): SUNSETS_ENV,
             ("namespaces", False): NAMESPACES_TOML,
             ("namespaces", True): NAMESPACES_ENV,
         }[key, in_env]
@@ -854,6 +873,7 @@ def assert_documented(config: HostConfig) -> None:
         NAME.fullmatch(k) and DISTRIBUTION.fullmatch(v) and v == dist(v) for k, v in config.owner_pins.items()
     )
     assert all(type(k) is str and type(v) is str for k, v in config.default_versions.items())
+    assert all("@" in k and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) for k, v in config.sunsets.items())
     for name, namespace in config.namespaces.items():
         assert NAME.fullmatch(name) and type(namespace) is NamespaceConfig
         assert all(type(getattr(namespace, f)) is str for f in ("owner_team", "contact_email", "description"))

@@ -9,6 +9,7 @@ is expected.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from teamflow.models import NamespacePolicy
 from teamflow.refs import parse_ref, valid_name
 from teamflow.registry import PlatformNamespace
 from teamflow.serialization import converter
-from teamflow.versions import parse_constraint
+from teamflow.versions import parse_constraint, parse_version
 
 
 def normalize_distribution(name: str) -> str:
@@ -77,6 +78,9 @@ class HostConfig:
     session_idle_s: float = 1800.0
     owner_pins: dict[str, str] = attrs.field(factory=dict)
     default_versions: dict[str, str] = attrs.field(factory=dict)
+    # "namespace/name@version" = "YYYY-MM-DD": the day a deprecated version stops being
+    # served, sent as the HTTP Sunset header (RFC 8594) on the answers that ran it
+    sunsets: dict[str, str] = attrs.field(factory=dict)
     namespaces: dict[str, NamespaceConfig] = attrs.field(factory=dict)
     source: str = "defaults"
 
@@ -295,6 +299,24 @@ def _owner_pins(pins: dict[str, str]) -> dict[str, str]:
     return {namespace: _distribution(name) for namespace, name in pins.items()}
 
 
+def _sunsets(days: dict[str, str]) -> dict[str, str]:
+    for ref, day in days.items():
+        try:
+            parsed = parse_ref(ref)
+            if parsed.version is None or str(parsed) != ref:
+                raise _Refused(f"{ref!r}: name one exact version, as namespace/name@1.2.3")
+            parse_version(parsed.version)
+        except (InvalidReference, InvalidVersion, ValueError) as exc:
+            raise _Refused(f"{ref!r}: {exc}") from None
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            raise _Refused(f"{ref!r} = {day!r}: a date written YYYY-MM-DD")
+        try:
+            datetime.date.fromisoformat(day)
+        except ValueError as exc:
+            raise _Refused(f"{ref!r} = {day!r}: {exc}") from None
+    return days
+
+
 def _default_versions(pins: dict[str, str]) -> dict[str, str]:
     for ref, constraint in pins.items():
         try:
@@ -494,6 +516,12 @@ _KEYS: dict[str, _Key] = {
         'a table of "namespace/name" = version constraint (from the environment: REF=CONSTRAINT, ...)',
         _env_pairs,
         _default_versions,
+    ),
+    "sunsets": _Key(
+        dict[str, str],
+        'a table of "namespace/name@version" = "YYYY-MM-DD" (from the environment: REF=DATE, ...)',
+        _env_pairs,
+        _sunsets,
     ),
     "namespaces": _Key(
         dict[str, NamespaceConfig],

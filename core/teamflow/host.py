@@ -67,6 +67,7 @@ class Started:
 
     id: str
     done: threading.Event
+    deprecation: views.Deprecation | None = None
 
 
 def _open(config: HostConfig) -> Store:
@@ -262,15 +263,31 @@ class Host:
         prepared = self.engine.prepare(request)
         created = self.engine.create(request, prepared, claim=False, via=self.tasks, actor=_actor(caller))
         self._wake_workers()
-        return self._accepted(created, prepared)
+        return self._accepted(created, prepared, self._deprecation(prepared, caller))
 
-    def _accepted(self, created: Created, prepared: Prepared) -> views.Accepted:
+    def _accepted(
+        self, created: Created, prepared: Prepared, deprecation: views.Deprecation | None
+    ) -> views.Accepted:
         """A new task is pending (no read needed); one its idempotency key found is read."""
         if created.existing:
-            return views.accepted(self.get_task(created.id))
+            return attrs.evolve(views.accepted(self.get_task(created.id)), deprecation=deprecation)
         entry = prepared.entry
         return views.Accepted(created.id, entry.namespace, entry.name, entry.version.text, "pending",
-                              views.links(created.id))
+                              views.links(created.id), deprecation)
+
+    def _deprecation(self, prepared: Prepared, caller: Caller | None) -> views.Deprecation | None:
+        """A deprecated version was chosen (asked for, or nothing else matched): say so in the
+        log, naming who asked, and return what the HTTP answer's headers carry."""
+        entry = prepared.entry
+        if entry.deprecated is None:
+            return None
+        sunset = self.config.sunsets.get(entry.ref)
+        logger.warning(
+            "{} runs deprecated {}: {}{}", _actor(caller) or "a Python API caller", entry.ref, entry.deprecated,
+            f" (sunset {sunset})" if sunset else "",
+        )
+        published = {v.version: v.published_at for v in self.store.published_versions(entry.namespace, entry.name)}
+        return views.Deprecation(entry.ref, entry.deprecated, published.get(entry.version.text, 0.0), sunset)
 
     def execute_many(self, requests: Sequence[TaskRequest]) -> list[str]:
         """Validate every request, then store them all for the workers in one transaction;
@@ -294,7 +311,13 @@ class Host:
                 raise exc.for_item(i) from None
         created = self.engine.create_many(requests, prepared, actor=_actor(caller))
         self._wake_workers()
-        return views.Batch([self._accepted(c, p) for c, p in zip(created, prepared, strict=True)])
+        deprecations: dict[str, views.Deprecation | None] = {}  # once per version, not per item
+        for p in prepared:
+            if p.entry.ref not in deprecations:
+                deprecations[p.entry.ref] = self._deprecation(p, caller)
+        return views.Batch(
+            [self._accepted(c, p, deprecations[p.entry.ref]) for c, p in zip(created, prepared, strict=True)]
+        )
 
     def _wake_workers(self) -> None:
         """New tasks: an embedded worker of this process claims them now, not at its next poll."""
@@ -346,7 +369,7 @@ class Host:
             runner.track(created.id)
             if created.existing and self.get_task(created.id).status in TERMINAL:
                 done.set()
-        return Started(created.id, done)
+        return Started(created.id, done, self._deprecation(prepared, caller))
 
     def wait(
         self,

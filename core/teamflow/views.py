@@ -155,6 +155,17 @@ def transition_view(t: TransitionRecord) -> TransitionView:
 
 
 @attrs.frozen
+class Deprecation:
+    """The version a request ran is deprecated: why, since when (epoch seconds: when it was
+    published so), and the day it stops being served if the host configures one."""
+
+    reference: str
+    message: str
+    since: float
+    sunset: str | None = None
+
+
+@attrs.frozen
 class Accepted:
     """A task stored for the workers (or still running when ``wait`` ran out): poll ``links.self``."""
 
@@ -164,6 +175,7 @@ class Accepted:
     version: str
     status: str
     links: dict[str, str]
+    deprecation: Deprecation | None = None  # the version it runs is deprecated
 
 
 def accepted(task: TaskResult | TaskView) -> Accepted:

@@ -15,8 +15,11 @@ a 400.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import math
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -24,6 +27,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
+import attrs
 from litestar import Litestar, Request, Response, Router, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -99,8 +103,25 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-def _json(view: Any, status: int = 200) -> Response[Any]:
-    return Response(encode_view(view), status_code=status, media_type=MediaType.JSON)
+def _json(view: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(encode_view(view), status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _deprecated(*found: views.Deprecation | None) -> dict[str, str] | None:
+    """``Deprecation`` (RFC 9745: when the version was published deprecated) and, where the
+    host configures one, ``Sunset`` (RFC 8594) for an answer that ran a deprecated version."""
+    deprecations = [d for d in found if d is not None]
+    if not deprecations:
+        return None
+    first = deprecations[0]
+    headers = {"Deprecation": f"@{int(first.since) or int(time.time())}"}
+    sunsets = sorted(d.sunset for d in deprecations if d.sunset)
+    if sunsets:  # the earliest day any of them stops being served
+        day = datetime.date.fromisoformat(sunsets[0])
+        headers["Sunset"] = email.utils.format_datetime(
+            datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC), usegmt=True
+        )
+    return headers
 
 
 class BatchTooLarge(TeamflowError):
@@ -258,7 +279,8 @@ async def execute(
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
     task_request = _task_request(data)
     if not data.wait:  # false or 0: the workers run it
-        return _json(await anyio.to_thread.run_sync(host.accept, task_request, caller), 202)
+        accepted = await anyio.to_thread.run_sync(host.accept, task_request, caller)
+        return _json(accepted, 202, _deprecated(accepted.deprecation))
     started = await anyio.to_thread.run_sync(host.start, task_request, caller)
     limit = host.config.max_wait_s
     timeout = limit if data.wait is True else min(float(data.wait), limit)
@@ -272,7 +294,10 @@ async def execute(
             links=views.links(started.id),
         )
     view = await anyio.to_thread.run_sync(host.task_view, started.id, caller)
-    return _json(view, 200) if view.status in TERMINAL else _json(views.accepted(view), 202)
+    headers = _deprecated(started.deprecation)
+    if view.status in TERMINAL:
+        return _json(view, 200, headers)
+    return _json(attrs.evolve(views.accepted(view), deprecation=started.deprecation), 202, headers)
 
 
 def _unserved(host: Host, task_id: str) -> TeamflowError:
@@ -356,7 +381,8 @@ def execute_batch(
             limit=MAX_BATCH,
             items=len(data.requests),
         )
-    return _json(host.accept_many([_task_request(spec) for spec in data.requests], caller), 202)
+    batch = host.accept_many([_task_request(spec) for spec in data.requests], caller)
+    return _json(batch, 202, _deprecated(*(a.deprecation for a in batch.tasks)))
 
 
 @get(

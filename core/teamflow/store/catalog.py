@@ -35,8 +35,8 @@ UPDATE_VERSION = (
     "definition = ?, published_at = ? WHERE namespace = ? AND name = ? AND version = ?"
 )
 VERSIONS_OF = (
-    "SELECT namespace, name, version, fingerprint, distribution, distribution_version, deprecated, definition "
-    "FROM tf_workflow_version WHERE namespace = ? AND name = ?"
+    "SELECT namespace, name, version, fingerprint, distribution, distribution_version, deprecated, definition, "
+    "published_at FROM tf_workflow_version WHERE namespace = ? AND name = ?"
 )
 ALL_VERSIONS = (
     "SELECT namespace, name, version, fingerprint, distribution, distribution_version, deprecated, definition, "
@@ -100,7 +100,7 @@ class Catalog(StoreBase):
 
     def published_versions(self, namespace: str, name: str) -> list[VersionRecord]:
         return [
-            VersionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
+            VersionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
             for r in self.execute(VERSIONS_OF, (namespace, name)).fetchall()
         ]
 
