@@ -623,3 +623,13 @@ def test_execute_with_wait_on_a_version_nobody_serves_answers_within_5_s(tmp_pat
             assert client.get(f"/tasks/{task_id}").json()["status"] in ("pending", "in_progress")
     finally:
         elsewhere.close()
+
+
+def test_resolving_a_step_the_task_does_not_have_is_step_not_found(world: World) -> None:
+    task_id = world.fresh_task("own")
+    response = world.client.post(
+        f"/tasks/{task_id}/steps/nosuchstep/resolve", json={"result": None}, headers=world.headers("operate")
+    )
+    assert response.status_code == 404 and response.json()["error"] == "step_not_found", response.text
+    assert "validate_payment_eligibility" in response.json()["steps"]
+    assert not [r for r in world.host.audit(limit=500).rows if r.target == f"task {task_id}"], "nothing was done"

@@ -41,7 +41,7 @@ def client(tmp_path: Path) -> Iterator[tuple[Host, Any]]:
 
 
 def test_a_deprecated_version_is_answered_with_deprecation_and_sunset(client: tuple[Host, Any]) -> None:
-    host, c = client
+    _, c = client
     logged: list[str] = []
     sink = logger.add(lambda m: logged.append(str(m)), level="WARNING")
     try:

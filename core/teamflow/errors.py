@@ -81,6 +81,12 @@ class TaskNotFound(NotFound):
     code = "task_not_found"
 
 
+class StepNotFound(NotFound):
+    """A step name the task's workflow version does not have."""
+
+    code = "step_not_found"
+
+
 class InvalidCursor(TeamflowError):
     code = "invalid_cursor"
 

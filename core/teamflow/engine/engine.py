@@ -25,6 +25,7 @@ from teamflow.errors import (
     IdempotencyConflict,
     NamespaceNotFound,
     NotApproved,
+    StepNotFound,
     TaskNotFound,
     TaskStateError,
     TooLarge,
@@ -405,8 +406,11 @@ class Engine:
         current = self.get_task(task_id)
         entry = self._entry_for(current)
         if step not in entry.steps:
-            raise TaskStateError(
-                f"task {task_id} ({current.ref}) has no step {step!r}; steps: {', '.join(entry.order)}"
+            raise StepNotFound(
+                f"task {task_id} ({current.ref}) has no step {step!r}; its steps: {', '.join(entry.order)}",
+                task_id=task_id,
+                step=step,
+                steps=list(entry.order),
             )
         if current.status == "cancelled":
             raise TaskStateError(f"task {task_id} ({current.ref}) was cancelled; it cannot be resumed")
