@@ -611,7 +611,7 @@ def test_unknown_targets_are_pages_not_500s(make_app: Callable[..., Browser]) ->
     task_id, _ = failed_task(browser.host, "payments")
     cases = [
         ("POST", "/admin/tasks/nope/retry", 404),
-        ("POST", f"/admin/tasks/{task_id}/steps/no_such_step/resolve", 409),
+        ("POST", f"/admin/tasks/{task_id}/steps/no_such_step/resolve", 404),  # step_not_found
         ("POST", f"/admin/tasks/{task_id}/cancel", 409),
         ("GET", "/admin/workflows/payments/nope/1.0.0", 404),
         ("GET", f"/admin/tasks/{task_id}/retry", 405),
