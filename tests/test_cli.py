@@ -671,3 +671,12 @@ def test_run_of_a_version_nobody_serves_says_so_within_5_s(tf: Teamflow, tmp_pat
 
     waited = here.run("run", "shared/notify@1.0.0", "--timeout", "0.5", expect=1)
     assert "after 0.5 s; the workers go on: `teamflow task " in waited.stderr, waited.stderr
+
+
+def test_task_ids_are_never_cut_at_80_columns(tf: Teamflow) -> None:
+    """An id printed by `teamflow tasks` is one `teamflow task ID` takes, at 80 columns and piped."""
+    task_id = tf.run("run", "payments/process_refund@2.1.0", "--context", '{"payment_id": "pay_80"}', "--async").stdout.strip()
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "60"}):
+        listing = tf.run("tasks", env=env).stdout
+        assert task_id in listing, listing
+    assert tf.json("task", task_id)["id"] == task_id

@@ -500,10 +500,14 @@ def tasks(
         _json(page)
         return
     table = Table()
-    for column in ("id", "workflow", "status", "created", "parent"):
-        table.add_column(column)
+    # ids are never cut (they are what `teamflow task ID` takes); other columns fold instead
+    table.add_column("id", no_wrap=True, min_width=36)
+    table.add_column("workflow", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("created (UTC)", overflow="fold")
+    table.add_column("parent", overflow="fold")
     for r in page.tasks:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))  # the admin pages' zone
         table.add_row(
             r.id,
             Text(f"{r.namespace}/{r.name}@{r.version}"),
