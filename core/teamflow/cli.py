@@ -166,7 +166,9 @@ def _print_problems(host: Any) -> int:
 def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
     """List namespaces and their workflow versions."""
     host = _host(ctx)
-    registry = views.registry_view(host.registry, namespace)
+    listed = views.registry_view(host.registry, namespace)
+    # each workflow with its versions' drain (unfinished tasks, callers)
+    registry = views.RegistryView(listed.namespaces, [host.workflow_view(w.namespace, w.name) for w in listed.workflows])
     if as_json:
         _json(registry)
         return
@@ -177,13 +179,16 @@ def workflows(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
             f"{escape(ns.owner_distribution)}{approval}",
             title_justify="left",
         )
-        for column in ("workflow", "versions", "default", "distribution"):
+        for column in ("workflow", "versions (unfinished tasks)", "default", "distribution"):
             table.add_column(column)
         for row in registry.workflows:
             if row.namespace != ns.name:
                 continue
+            drained = {d.version: d.unfinished for d in row.drain or []}
             versions = ", ".join(
-                escape(v.version) + (" [dim](deprecated)[/]" if v.deprecated else "") for v in row.versions
+                escape(v.version) + (" [dim](deprecated)[/]" if v.deprecated else "")
+                + (f" ({drained[v.version]})" if drained.get(v.version) else "")
+                for v in row.versions
             )
             table.add_row(Text(row.name), versions, Text(row.latest or "-"), Text(row.versions[0].distribution))
         out.print(table)

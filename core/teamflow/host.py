@@ -530,6 +530,21 @@ class Host:
         records = self.store.approval_records(entry.namespace, entry.name, entry.version.text)
         return views.version_detail(self.registry, entry, views.approval_state(self.registry, entry, records))
 
+    def workflow_view(self, namespace: str, name: str, window_days: float = 7.0) -> views.WorkflowView:
+        """A workflow's versions with how drained each is (see ``views.Drain``)."""
+        view = views.workflow(self.registry, namespace, name)
+        unfinished = self.store.unfinished(namespace, name)
+        children: dict[str, list[views.ChildCaller]] = {}
+        for version, caller, tasks in self.store.child_callers(namespace, name, window_days * 86400):
+            children.setdefault(version, []).append(views.ChildCaller(caller, tasks))
+        drain = []
+        for v in view.versions:
+            entry = self.registry.get(namespace, name, v.version)
+            count, oldest = unfinished.get(v.version, (0, None))
+            declared = views.callers(self.registry, entry) if entry is not None else []
+            drain.append(views.Drain(v.version, count, oldest, declared, children.get(v.version, []), window_days))
+        return attrs.evolve(view, drain=drain)
+
     def waiting_approval(self) -> list[views.WaitingApproval]:
         """Loaded versions that cannot run until one of their namespace's approvers approves them."""
         waiting = []

@@ -301,6 +301,30 @@ class WorkflowView:
     name: str
     versions: list[VersionSummary]
     latest: str | None
+    drain: list[Drain] | None = None  # per version, newest first, where the store was asked
+
+
+@attrs.frozen
+class ChildCaller:
+    """A workflow version whose tasks started child tasks of this version lately."""
+
+    caller: str
+    tasks: int
+
+
+@attrs.frozen
+class Drain:
+    """How far a version is from being drained: its unfinished tasks (and the oldest), who
+    still calls it (declared calls that resolve to it, child tasks started within
+    ``window_days``), and the share of requests a rollout sends to it (none yet: 0)."""
+
+    version: str
+    unfinished: int
+    oldest_unfinished_at: float | None
+    declared_callers: list[Caller]
+    child_callers: list[ChildCaller]
+    window_days: float
+    rollout_percent: float = 0.0
 
 
 def workflows(registry: Registry, namespace: str | None = None) -> list[WorkflowView]:

@@ -285,6 +285,7 @@ def version_page(
         requested=version,
         others=others,
         svg=svg,
+        drain=next(d for d in host.workflow_view(namespace, name).drain or [] if d.version == entry.version.text),
         may_approve=detail.approval is not None
         and detail.approval.status == "waiting"
         and viewer.may(APPROVE, detail.namespace),

@@ -415,21 +415,23 @@ def namespace_workflows(host: NamedDependency[Host], namespace: FromPath[str]) -
 
 @get(
     "/workflows/{namespace:str}/{name:str}",
-    sync_to_thread=False,
+    sync_to_thread=True,
     guards=[needs(None)],
     tags=["workflows"],
-    summary="A workflow: its versions, newest first, with deprecations",
+    summary="A workflow: its versions, newest first, with deprecations and how drained each is",
     responses=_errors(404),
 )
 def workflow_versions(
     host: NamedDependency[Host], namespace: FromPath[str], name: FromPath[str]
 ) -> Response[WorkflowView]:
-    return _json(views.workflow(host.registry, namespace, name))
+    """``drain``, per version: unfinished tasks and the oldest, declared callers, the workflows
+    that started child tasks of it in the last 7 days."""
+    return _json(host.workflow_view(namespace, name))
 
 
 @get(
     "/workflows/{namespace:str}/{name:str}/{version:str}",
-    sync_to_thread=False,
+    sync_to_thread=True,
     guards=[needs(None)],
     tags=["workflows"],
     summary="One workflow version: steps, owner, fingerprint, schema, callers",

@@ -12,6 +12,17 @@ ACTIVE_VERSIONS = (
     "SELECT namespace, name, version, fingerprint, COUNT(*) FROM tf_task "
     "WHERE status IN ('pending', 'in_progress') GROUP BY namespace, name, version, fingerprint"
 )
+# A workflow's versions being drained: unfinished tasks and the oldest of them, per version;
+# and which versions of other workflows started child tasks of it lately.
+UNFINISHED = (
+    "SELECT version, COUNT(*), MIN(created_at) FROM tf_task WHERE namespace = ? AND name = ? "
+    "AND status IN ('pending', 'in_progress') GROUP BY version"
+)
+CHILD_CALLERS = (
+    "SELECT c.version, p.namespace, p.name, p.version, COUNT(*) FROM tf_task c JOIN tf_task p ON p.id = c.parent_id "
+    "WHERE c.namespace = ? AND c.name = ? AND c.parent_id IS NOT NULL AND c.created_at > {now} - ? "
+    "GROUP BY c.version, p.namespace, p.name, p.version ORDER BY COUNT(*) DESC"
+)
 TASK_COUNTS = "SELECT namespace, name, version, status, COUNT(*) FROM tf_task GROUP BY namespace, name, version, status"
 STEP_COUNTS = (
     "SELECT t.namespace, t.name, t.version, s.status, COUNT(*) FROM tf_step s "
@@ -32,6 +43,17 @@ def step_durations(buckets: tuple[float, ...]) -> str:
 
 
 class Stats(StoreBase):
+    def unfinished(self, namespace: str, name: str) -> dict[str, tuple[int, float]]:
+        """version -> (unfinished tasks, when the oldest of them was created)."""
+        return {r[0]: (int(r[1]), float(r[2])) for r in self.execute(UNFINISHED, (namespace, name)).fetchall()}
+
+    def child_callers(self, namespace: str, name: str, within_s: float) -> list[tuple[str, str, int]]:
+        """(version called, caller reference, child tasks) started within ``within_s`` seconds."""
+        return [
+            (r[0], f"{r[1]}/{r[2]}@{r[3]}", int(r[4]))
+            for r in self.execute(CHILD_CALLERS, (namespace, name, within_s)).fetchall()
+        ]
+
     def active_versions(self) -> list[ActiveVersion]:
         """Unfinished tasks by version and fingerprint."""
         return [ActiveVersion(*r) for r in self.execute(ACTIVE_VERSIONS).fetchall()]

@@ -1,0 +1,70 @@
+"""Drain (issue 16, point 5): for every version, its unfinished tasks and the oldest of them,
+the versions that started child tasks of it lately, the rollout share; the CLI, the API and
+the admin version page show the same counts as the store, before and after the tasks run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from api_support import _environment, teamflow_command
+
+from teamflow.config import HostConfig
+from teamflow.host import Host
+from teamflow.models import TaskRequest
+
+
+def _counts(view: dict) -> dict[str, int]:
+    return {d["version"]: d["unfinished"] for d in view["drain"]}
+
+
+def test_the_drain_of_each_version_on_cli_api_and_admin_matches_the_store(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from teamflow.api.app import create_app
+
+    db = tmp_path / "t.db"
+    host = Host(config=HostConfig(database_url=f"sqlite:///{db}"))
+    try:
+        old = [host.execute_async(TaskRequest("process_refund", "payments", "2.0.0", {"payment_id": f"pay_o{i}"}))
+               for i in range(3)]
+        new = [host.execute_async(TaskRequest("process_refund", "payments", "2.1.0", {"payment_id": f"pay_n{i}"}))
+               for i in range(2)]
+        # customer_success's refund starts a payments 2.1.0 child, and finishes (with it)
+        parent = host.execute_sync(TaskRequest("process_refund", "customer_success", "1.3.0", {"ticket_id": "cs_1"}))
+        assert parent.status == "completed", parent.error_summary
+        store = host.store.unfinished("payments", "process_refund")
+        assert {v: n for v, (n, _) in store.items()} == {"2.0.0": 3, "2.1.0": 2}
+
+        with TestClient(create_app(host)) as client:
+            api = client.get("/workflows/payments/process_refund").json()
+            assert _counts(api)["2.0.0"] == 3 and _counts(api)["2.1.0"] == 2
+            by_version = {d["version"]: d for d in api["drain"]}
+            assert by_version["2.0.0"]["oldest_unfinished_at"] == store["2.0.0"][1]
+            assert by_version["2.1.0"]["child_callers"] == [
+                {"caller": "customer_success/process_refund@1.3.0", "tasks": 1}
+            ]
+            assert any(c["caller"].startswith("customer_success/") for c in by_version["2.1.0"]["declared_callers"])
+            page = client.get("/admin/workflows/payments/process_refund/2.0.0").text
+            assert re.search(r'class="unfinished">3\b', page), page
+
+        env = _environment(db, {})
+        listed = subprocess.run(teamflow_command("workflows", "payments", "--json"), env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, check=True)
+        [cli] = [w for w in json.loads(listed.stdout)["workflows"] if w["name"] == "process_refund"]
+        assert _counts(cli)["2.0.0"] == 3 and _counts(cli)["2.1.0"] == 2
+        human = subprocess.run(teamflow_command("workflows", "payments"), env={**env, "COLUMNS": "200"}, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120, check=True).stdout
+        assert "2.0.0 (deprecated) (3)" in human, human
+
+        host.start_worker(concurrency=2)  # run them to the end: nothing left to drain
+        for task_id in old + new:
+            assert host.wait(task_id, timeout=60).status == "completed"
+        with TestClient(create_app(host)) as client:
+            assert set(_counts(client.get("/workflows/payments/process_refund").json()).values()) == {0}
+        assert host.store.unfinished("payments", "process_refund") == {}
+    finally:
+        host.close()
