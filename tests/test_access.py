@@ -84,6 +84,8 @@ MATRIX: dict[tuple[str, str], tuple[str | None, tuple[int, int]]] = {
     ("GET", "/workflows/{namespace}/{name}"): (None, (200, 200)),
     ("GET", "/workflows/{namespace}/{name}/{version}"): (None, (200, 200)),
     ("POST", "/workflows/{namespace}/{name}/{version}/approvals"): ("approve", (201, 403)),
+    ("PUT", "/workflows/{namespace}/{name}/{version}/rollout"): ("operate", (200, 403)),
+    ("DELETE", "/workflows/{namespace}/{name}/rollout"): ("operate", (200, 403)),
     ("GET", "/tasks"): ("read", (200, 200)),
     ("GET", "/tasks/{task_id}"): ("read", (200, 404)),
     ("POST", "/tasks/{task_id}/cancel"): ("operate", (200, 404)),
@@ -105,6 +107,8 @@ ADMIN_EXCEPTIONS = {
     ("POST", "/workflows/{namespace}/{name}/{version}/approvals"): (403, 403),
     ("POST", "/workflows/execute"): (202, 202),
     ("POST", "/workflows/execute/batch"): (202, 202),
+    ("PUT", "/workflows/{namespace}/{name}/{version}/rollout"): (200, 200),
+    ("DELETE", "/workflows/{namespace}/{name}/rollout"): (200, 200),
     ("GET", "/tasks/{task_id}"): (200, 200),
     ("POST", "/tasks/{task_id}/cancel"): (200, 200),
     ("POST", "/tasks/{task_id}/retry"): (409, 409),
@@ -171,6 +175,8 @@ class World:
             body = {"requests": [item, item]}
         elif template.endswith("/resolve"):
             body = {"result": {"by": "hand"}}
+        elif template.endswith("/{version}/rollout"):
+            body = {"percent": 10}
         elif template == "/tokens/{name}":
             path = f"/tokens/{self.fresh_name()}"
             body = {"namespaces": ["payments"], "scopes": ["read"]}

@@ -554,6 +554,8 @@ def test_openapi_document(client: httpx.Client) -> None:
         "/workflows/{namespace}/{name}",
         "/workflows/{namespace}/{name}/{version}",
         "/workflows/{namespace}/{name}/{version}/approvals",
+        "/workflows/{namespace}/{name}/{version}/rollout",
+        "/workflows/{namespace}/{name}/rollout",
         "/tasks",
         "/tasks/{task_id}",
         "/tasks/{task_id}/cancel",

@@ -336,6 +336,32 @@ def approve(ctx: click.Context, ref: str, approver: str) -> None:
     out.print(Text(f"approved {done.reference} fingerprint {done.fingerprint[:12]} by {done.approver} (via {done.via})"))
 
 
+@main.command()
+@click.argument("ref")
+@click.option("--percent", type=click.FloatRange(0, 100, min_open=True), help="the share of requests, 0 < N <= 100")
+@click.option("--clear", is_flag=True, help="end the rollout of REF's workflow")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+@handle_errors
+def rollout(ctx: click.Context, ref: str, percent: float | None, clear: bool, as_json: bool) -> None:
+    """Send --percent N of the requests for REF's workflow that name no exact version (and that
+    REF's version satisfies) to REF's version, on every host; --clear ends it. Tasks already
+    created keep their version."""
+    if clear == (percent is not None):
+        raise click.UsageError("give either --percent N or --clear")
+    host = _host(ctx)
+    done = host.clear_rollout(ref, caller=host.cli_caller()) if clear else host.set_rollout(
+        ref, float(percent or 0), caller=host.cli_caller()
+    )
+    host.close()
+    if as_json:
+        _json(done)
+    elif clear:
+        out.print(Text(f"rollout of {done.namespace}/{done.name} cleared"))
+    else:
+        out.print(Text(f"{done.percent:g}% of {done.namespace}/{done.name} requests go to {done.version}"))
+
+
 # -- tasks ----------------------------------------------------------------------------------
 
 

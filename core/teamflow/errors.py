@@ -177,3 +177,10 @@ class ExportInvalid(TeamflowError):
     """A file given to ``teamflow check --against`` that is not a registry export this teamflow reads."""
 
     code = "invalid_export"
+
+
+class RolloutRefused(TeamflowError):
+    """A rollout to a version that cannot take requests (not loaded, deprecated, unapproved, blocked)."""
+
+    code = "rollout_refused"
+    status = 409

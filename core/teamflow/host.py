@@ -33,6 +33,7 @@ from teamflow.errors import (
     NamespaceNotFound,
     NotApproved,
     NoWorker,
+    RolloutRefused,
     TaskNotFound,
     TeamflowError,
 )
@@ -48,7 +49,7 @@ from teamflow.registry.release import check_release
 from teamflow.store import Store, open_store
 from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
-from teamflow.tokens import APPROVE, EXECUTE, Caller
+from teamflow.tokens import APPROVE, EXECUTE, OPERATE, Caller
 
 UNSERVED_S = 2.0  # how long a waiter gives a task nobody serves before it says so
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
@@ -129,6 +130,17 @@ def _no_worker(task: TaskResult, namespace: Any) -> NoWorker:
         task_id=task.id,
         reference=task.ref,
     )
+
+
+def _may(caller: Caller, scope: str, namespace: str, what: str) -> None:
+    principal = caller.principal
+    if principal is not None and not principal.may(scope, namespace):
+        raise Forbidden(
+            f"token {principal.name!r} may not {what} in namespace {namespace!r}: use a token with scope "
+            f"{scope!r} on {namespace!r}",
+            token=principal.name,
+            namespace=namespace,
+        )
 
 
 def _no_task(task_id: str) -> TaskNotFound:
@@ -537,13 +549,62 @@ class Host:
         children: dict[str, list[views.ChildCaller]] = {}
         for version, caller, tasks in self.store.child_callers(namespace, name, window_days * 86400):
             children.setdefault(version, []).append(views.ChildCaller(caller, tasks))
+        rollout = self.engine.rollouts().get((namespace, name))
         drain = []
         for v in view.versions:
             entry = self.registry.get(namespace, name, v.version)
             count, oldest = unfinished.get(v.version, (0, None))
             declared = views.callers(self.registry, entry) if entry is not None else []
-            drain.append(views.Drain(v.version, count, oldest, declared, children.get(v.version, []), window_days))
+            share = rollout.percent if rollout is not None and rollout.version == v.version else 0.0
+            drain.append(
+                views.Drain(v.version, count, oldest, declared, children.get(v.version, []), window_days, share)
+            )
         return attrs.evolve(view, drain=drain)
+
+    def set_rollout(self, ref: str, percent: float, *, caller: Caller | None = None) -> views.RolloutView:
+        """Send ``percent`` of the requests for ``ref``'s workflow (those naming no exact
+        version, and that this version satisfies) to this exact version, on every host.
+        Refused for a version not loaded here, deprecated, waiting for approval, or blocked."""
+        caller = caller or cli_caller()
+        parsed = parse_ref(ref)
+        if parsed.version is None:
+            raise RolloutRefused(f"{ref}: name the exact version to roll out, as namespace/name@1.2.3")
+        _may(caller, OPERATE, parsed.namespace, "roll out versions")
+        if not (isinstance(percent, int | float) and 0 < percent <= 100):
+            raise RolloutRefused(f"--percent must be more than 0 and at most 100, got {percent!r}", percent=percent)
+        entry = self.registry.get(parsed.namespace, parsed.name, parsed.version)
+        if entry is None:
+            loaded = [e.version.text for e in self.registry.entries(parsed.namespace) if e.name == parsed.name]
+            raise RolloutRefused(
+                f"{ref} is not loaded on this host (loaded versions: {', '.join(loaded) or 'none'}): install the "
+                "plugin version that ships it, then roll it out",
+                reference=ref,
+            )
+        if entry.deprecated is not None:
+            raise RolloutRefused(f"{entry.ref} is deprecated ({entry.deprecated}): roll out a current version",
+                                 reference=entry.ref)
+        if entry.namespace in self.registry.blocked:
+            raise RolloutRefused(f"namespace {entry.namespace!r} is blocked by a conflict: see `teamflow check`",
+                                 reference=entry.ref)
+        if any(w.reference == entry.ref for w in self.waiting_approval()):
+            raise RolloutRefused(
+                f"{entry.ref} waits for approval and cannot run: `teamflow approve {entry.ref} --approver EMAIL` first",
+                reference=entry.ref,
+            )
+        audit = AuditEntry("rollout.set", caller.actor, entry.namespace, entry.ref, caller.address, f"{percent:g}%")
+        self.store.set_rollout(entry.namespace, entry.name, entry.version.text, float(percent), audit)
+        return views.RolloutView(entry.namespace, entry.name, entry.version.text, float(percent), caller.actor)
+
+    def clear_rollout(self, ref: str, *, caller: Caller | None = None) -> views.RolloutView:
+        """End the rollout of ``ref``'s workflow; tasks already created keep their version."""
+        caller = caller or cli_caller()
+        parsed = parse_ref(ref)
+        _may(caller, OPERATE, parsed.namespace, "clear rollouts")
+        self.registry.versions(parsed.namespace, parsed.name)  # a NotFound naming what exists
+        audit = AuditEntry("rollout.clear", caller.actor, parsed.namespace, f"{parsed.namespace}/{parsed.name}",
+                           caller.address)
+        self.store.clear_rollout(parsed.namespace, parsed.name, audit)
+        return views.RolloutView(parsed.namespace, parsed.name, None, 0.0, caller.actor)
 
     def waiting_approval(self) -> list[views.WaitingApproval]:
         """Loaded versions that cannot run until one of their namespace's approvers approves them."""

@@ -701,3 +701,15 @@ def audit_view(r: AuditRecord) -> AuditView:
 class AuditPage:
     rows: list[AuditView]
     next_cursor: str | None
+
+
+@attrs.frozen
+class RolloutView:
+    """``percent`` of a workflow's requests that name no exact version (and that ``version``
+    satisfies) go to ``version``, on every host; ``None`` once cleared."""
+
+    namespace: str
+    name: str
+    version: str | None
+    percent: float
+    set_by: str | None

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import anyio
 import attrs
-from litestar import Litestar, Request, Response, Router, get, post, put
+from litestar import Litestar, Request, Response, Router, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -52,6 +52,7 @@ from teamflow.api.schemas import (
     ExecuteRequest,
     InvalidBody,
     ResolveRequest,
+    RolloutRequest,
     TaskSpec,
     TokenRequest,
 )
@@ -71,6 +72,7 @@ from teamflow.views import (
     LoadReportView,
     NamespaceWorkflows,
     RegistryView,
+    RolloutView,
     TaskPage,
     TaskStatus,
     TaskView,
@@ -468,6 +470,43 @@ def approve_version(
     return _json(host.approve(f"{namespace}/{name}@{version}", caller=caller), 201)
 
 
+@put(
+    "/workflows/{namespace:str}/{name:str}/{version:str}/rollout",
+    dto=CattrsDTO[RolloutRequest],
+    return_dto=None,
+    status_code=200,
+    sync_to_thread=True,
+    guards=[needs(OPERATE), json_body],
+    tags=["workflows"],
+    summary="Send a share of the workflow's requests (naming no exact version) to this version, on every host",
+    responses=_errors(403, 404, 409),
+)
+def set_rollout(
+    data: JSONBody[RolloutRequest],
+    host: NamedDependency[Host],
+    caller: NamedDependency[Caller],
+    namespace: FromPath[str],
+    name: FromPath[str],
+    version: FromPath[str],
+) -> Response[RolloutView]:
+    return _json(host.set_rollout(f"{namespace}/{name}@{version}", data.percent, caller=caller))
+
+
+@delete(
+    "/workflows/{namespace:str}/{name:str}/rollout",
+    status_code=200,
+    sync_to_thread=True,
+    guards=[needs(OPERATE)],
+    tags=["workflows"],
+    summary="End the workflow's rollout; tasks already created keep their version",
+    responses=_errors(403, 404),
+)
+def clear_rollout(
+    host: NamedDependency[Host], caller: NamedDependency[Caller], namespace: FromPath[str], name: FromPath[str]
+) -> Response[RolloutView]:
+    return _json(host.clear_rollout(f"{namespace}/{name}", caller=caller))
+
+
 # -- tasks -------------------------------------------------------------------------------------
 
 
@@ -803,6 +842,8 @@ def create_app(host: Host) -> Litestar:
             workflow_versions,
             workflow_version,
             approve_version,
+            set_rollout,
+            clear_rollout,
             list_tasks,
             get_task,
             cancel_task,

@@ -114,6 +114,13 @@ class ResolveRequest:
 
 
 @attrs.frozen
+class RolloutRequest:
+    """``PUT /workflows/{namespace}/{name}/{version}/rollout``."""
+
+    percent: float = attrs.field(metadata={**_doc("the share of requests, more than 0 and at most 100"), "minimum": 0})
+
+
+@attrs.frozen
 class TokenRequest:
     """``PUT /tokens/{name}``: a new token (an admin token only). The answer holds its secret, once."""
 

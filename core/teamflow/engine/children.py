@@ -99,7 +99,7 @@ class Children:
                 )
             )
         try:
-            prepared = engine.prepare(request)
+            prepared = engine.prepare(request, parent_key=f"{ctx.task.id}\x00{ctx.step}\x00{ordinal}")
         except StoreError:
             raise
         except TeamflowError as exc:

@@ -23,6 +23,7 @@ from teamflow.engine.events import Events
 from teamflow.errors import (
     ContextInvalid,
     IdempotencyConflict,
+    InvalidVersion,
     NamespaceNotFound,
     NotApproved,
     StepNotFound,
@@ -35,6 +36,7 @@ from teamflow.limits import MAX_KEY, MAX_RESULT_BYTES, Unstorable, check_length,
 from teamflow.models import TERMINAL, NamespacePolicy, StepResult, TaskRequest, TaskResult
 from teamflow.registry import Registry, StepRow, WorkflowEntry
 from teamflow.registry.published import PublishedEntry, published_policy, resolve_published
+from teamflow.registry.rollout import chosen
 from teamflow.serialization import canonical_json
 from teamflow.store import DuplicateKey, Store
 from teamflow.store.records import (
@@ -44,12 +46,25 @@ from teamflow.store.records import (
     Claimed,
     ExistingTask,
     NewTask,
+    RolloutRecord,
     TaskRow,
     TaskSnapshot,
     TransitionRecord,
 )
+from teamflow.versions import parse_constraint, parse_version
 
 Runnable = WorkflowEntry | PublishedEntry
+
+
+ROLLOUT_CACHE_S = 2.0  # how old the rollouts a host follows may be
+
+
+def _exact(version: str) -> bool:
+    try:
+        parse_version(version.strip().removeprefix("=").strip())
+    except InvalidVersion:
+        return False
+    return True
 
 
 def new_task_id() -> str:
@@ -93,6 +108,8 @@ class Prepared:
     entry: Runnable
     policy: NamespacePolicy
     context: str  # JSON text
+    task_id: str = attrs.field(factory=lambda: new_task_id())  # the new task's id (a rollout's key)
+    rollout: str | None = None  # why a rollout chose this version, for the task's history
 
 
 @attrs.frozen
@@ -122,6 +139,7 @@ class Engine:
         self.events = events
         self.lease_s = lease_s
         self.worker_id = worker_id
+        self._rollouts: tuple[float, dict[tuple[str, str], RolloutRecord]] | None = None
 
     # -- requests ---------------------------------------------------------------------
 
@@ -154,12 +172,42 @@ class Engine:
             )
         return published, published_policy(request.namespace, recorded.policy)
 
-    def prepare(self, request: TaskRequest) -> Prepared:
-        """Resolve and check a request; raise a TeamflowError and store nothing if it is bad."""
+    def rollouts(self) -> dict[tuple[str, str], RolloutRecord]:
+        """Every rollout, read from the store at most every ROLLOUT_CACHE_S (so every host
+        follows a change within that time)."""
+        now = time.monotonic()
+        cached = self._rollouts
+        if cached is None or now - cached[0] >= ROLLOUT_CACHE_S:
+            cached = (now, {(r.namespace, r.name): r for r in self.store.rollouts()})
+            self._rollouts = cached
+        return cached[1]
+
+    def _rolled_out(self, request: TaskRequest, entry: Runnable, key: str) -> tuple[Runnable, str | None]:
+        """The version a rollout sends this request to (a request naming an exact version
+        keeps it; one whose constraint the rolled-out version does not satisfy keeps its own)."""
+        rollout = self.rollouts().get((entry.namespace, entry.name))
+        if rollout is None or not isinstance(entry, WorkflowEntry):
+            return entry, None
+        if request.version is not None and _exact(request.version):
+            return entry, None
+        target = self.registry.get(entry.namespace, entry.name, rollout.version)
+        if target is None:
+            return entry, None
+        if request.version is not None and not parse_constraint(request.version).matches(target.version):
+            return entry, None
+        if not chosen(rollout.percent, entry.namespace, entry.name, key):
+            return entry, None
+        return target, f"rollout: {rollout.percent:g}% to {rollout.version}"
+
+    def prepare(self, request: TaskRequest, parent_key: str | None = None) -> Prepared:
+        """Resolve and check a request; raise a TeamflowError and store nothing if it is bad.
+        ``parent_key``: a child's (parent id, step, call ordinal), its rollout key."""
         if not isinstance(request.context, dict):
             raise ContextInvalid("context must be a JSON object", field="$")
         check_length(request.idempotency_key, "the idempotency key", MAX_KEY)
         entry, policy = self.lookup(request)
+        task_id = new_task_id()
+        entry, rollout = self._rolled_out(request, entry, request.idempotency_key or parent_key or task_id)
         # Before the schema: a context too deep for a JSON Schema validator is refused here.
         context = context_json(request.context, entry.ref)
         errors = entry.context_errors(request.context)
@@ -179,7 +227,7 @@ class Engine:
                     reference=entry.ref,
                     fingerprint=entry.fingerprint,
                 )
-        return Prepared(entry, policy, context)
+        return Prepared(entry, policy, context, task_id, rollout)
 
     def create(
         self,
@@ -292,7 +340,7 @@ class Engine:
     ) -> NewTask:
         entry = prepared.entry
         return NewTask(
-            id=new_task_id(),
+            id=prepared.task_id,
             namespace=entry.namespace,
             name=entry.name,
             version=entry.version.text,
@@ -307,6 +355,7 @@ class Engine:
             call_ordinal=parent.ordinal if parent else None,
             # who created it: a token, the CLI, a parent task (its first transition's actor)
             actor=actor or (f"task:{parent.task_id}" if parent else None),
+            detail=prepared.rollout,
         )
 
     def _same_request(self, existing: ExistingTask, request: TaskRequest, digest: str | None) -> str:

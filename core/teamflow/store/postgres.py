@@ -173,10 +173,10 @@ s AS (
         AS y(task_id, name, namespace, route, deps, max_attempts, retryable)
     WHERE y.task_id IN (SELECT id FROM t)
 ),
-a AS (SELECT * FROM unnest(?::text[], ?::text[]) AS a(id, actor)),
+a AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[]) AS a(id, actor, detail)),
 h AS (
     INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
-    SELECT t.id, NULL, NULL, 'pending', NULL, a.actor, NULL, {now} FROM t JOIN a ON a.id = t.id
+    SELECT t.id, NULL, NULL, 'pending', NULL, a.actor, a.detail, {now} FROM t JOIN a ON a.id = t.id
 ),
 n AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM t LIMIT 1) q)
 SELECT id FROM t
@@ -401,7 +401,7 @@ class PostgresStore(Store):
                     [t.id for t, _ in steps], [s.name for _, s in steps], [t.namespace for t, _ in steps],
                     [t.route for t, _ in steps], [s.deps for _, s in steps], [s.max_attempts for _, s in steps],
                     [s.retryable for _, s in steps],
-                    [t.id for t in tasks], [t.actor for t in tasks],
+                    [t.id for t in tasks], [t.actor for t in tasks], [t.detail for t in tasks],
                 ],
             )
             stored.update(r[0] for r in rows if r[0] is not None)

@@ -50,6 +50,7 @@ class NewTask:
     parent_attempt: int | None = None
     call_ordinal: int | None = None
     actor: str | None = None
+    detail: str | None = None  # of its first transition: why this version (a rollout chose it)
 
 
 @attrs.frozen(slots=True)
@@ -404,3 +405,15 @@ class ApprovalRecord:
     at: float
     verified: bool
     via: str | None
+
+
+@attrs.frozen(slots=True)
+class RolloutRecord:
+    """A share of a workflow's requests (that do not name an exact version) sent to ``version``."""
+
+    namespace: str
+    name: str
+    version: str
+    percent: float
+    set_at: float
+    set_by: str

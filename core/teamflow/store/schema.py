@@ -16,7 +16,7 @@ import peewee as pw
 from teamflow.errors import StoreError
 from teamflow.store.base import StoreBase
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Migration = Callable[[pw.Database], None]
 
@@ -269,7 +269,16 @@ def _v4(db: pw.Database) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS tf_task_namespace_newest ON tf_task (namespace, created_at, id)")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(db: pw.Database) -> None:
+    # Rollouts: a share of a workflow's requests sent to one version, on every host alike.
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS tf_rollout (namespace VARCHAR(255) NOT NULL, name VARCHAR(255) NOT NULL, "
+        "version VARCHAR(255) NOT NULL, percent DOUBLE PRECISION NOT NULL, set_at DOUBLE PRECISION NOT NULL, "
+        "set_by VARCHAR(255) NOT NULL, PRIMARY KEY (namespace, name))"
+    )
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 _binding = threading.Lock()  # models are bound to one database at a time, while it migrates
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from teamflow.errors import StoreError
 from teamflow.store.access import AccessStore
 from teamflow.store.catalog import Catalog
+from teamflow.store.rollouts import Rollouts
 from teamflow.store.scheduling import Scheduling
 from teamflow.store.schema import Schema
 from teamflow.store.stats import Stats
@@ -22,7 +23,7 @@ from teamflow.store.workers import Workers
 Wake = Callable[[bool], None]
 
 
-class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore):
+class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore, Rollouts):
     """A connection pool to one database and every statement teamflow runs on it."""
 
     def writable(self) -> str | None:

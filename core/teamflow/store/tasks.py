@@ -156,7 +156,7 @@ class Tasks(StoreBase):
                     for step in steps
                 ],
             )
-            self._transition([(task.id, None, None, "pending", None, task.actor, None)
+            self._transition([(task.id, None, None, "pending", None, task.actor, task.detail)
                               for task, _ in items if task.id in stored])
             if stored:
                 self.notify()
@@ -205,7 +205,7 @@ class Tasks(StoreBase):
         claimed = sorted(
             (Claimed(r[0], task_id, r[1], 1) for r in inserted if r[2] == "in_progress"), key=lambda c: order[c.name]
         )
-        transitions: list[Transition] = [(task_id, None, None, "pending", None, task.actor, None)]
+        transitions: list[Transition] = [(task_id, None, None, "pending", None, task.actor, task.detail)]
         if claim:
             transitions.append((task_id, None, "pending", "in_progress", None, None, None))
             transitions += [(task_id, c.name, "pending", "in_progress", 1, claim_for, None) for c in claimed]
