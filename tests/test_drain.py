@@ -9,12 +9,14 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from api_support import _environment, teamflow_command
 
+from teamflow import Step, StepContext, Workflow, hookimpl
 from teamflow.config import HostConfig
 from teamflow.host import Host
-from teamflow.models import TaskRequest
+from teamflow.models import NamespacePolicy, TaskRequest
 
 
 def _counts(view: dict) -> dict[str, int]:
@@ -50,6 +52,10 @@ def test_the_drain_of_each_version_on_cli_api_and_admin_matches_the_store(tmp_pa
             assert any(c["caller"].startswith("customer_success/") for c in by_version["2.1.0"]["declared_callers"])
             page = client.get("/admin/workflows/payments/process_refund/2.0.0").text
             assert re.search(r'class="unfinished">3\b', page), page
+            newer = client.get("/admin/workflows/payments/process_refund/2.1.0").text
+            shown = host.version_view("payments", "process_refund", "2.1.0").compatibility
+            assert shown is not None and shown.previous == "2.0.0"
+            assert ("Compatible with 2.0.0" in newer) == shown.compatible, newer
 
         env = _environment(db, {})
         listed = subprocess.run(teamflow_command("workflows", "payments", "--json"), env=env, cwd=tmp_path,
@@ -66,5 +72,52 @@ def test_the_drain_of_each_version_on_cli_api_and_admin_matches_the_store(tmp_pa
         with TestClient(create_app(host)) as client:
             assert set(_counts(client.get("/workflows/payments/process_refund").json()).values()) == {0}
         assert host.store.unfinished("payments", "process_refund") == {}
+    finally:
+        host.close()
+
+
+def _done(ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+_OPEN = {"type": "object", "properties": {"id": {"type": "string"}}}
+
+
+class Lab:
+    """lab/flow 1.0.0; 1.0.1 adds an optional field; 1.1.0 requires one and drops step b."""
+
+    @hookimpl
+    def teamflow_namespaces(self) -> list[NamespacePolicy]:
+        return [NamespacePolicy("lab", owner_team="lab", contact_email="lab@example.test")]
+
+    @hookimpl
+    def teamflow_workflows(self) -> list[Workflow]:
+        wider = {"type": "object", "properties": {"id": {"type": "string"}, "x": {"type": "string"}}}
+        return [
+            Workflow("lab", "flow", "1.0.0", [Step("a", _done), Step("b", _done)], context_schema=_OPEN),
+            Workflow("lab", "flow", "1.0.1", [Step("a", _done), Step("b", _done)], context_schema=wider),
+            Workflow("lab", "flow", "1.1.0", [Step("a", _done)], context_schema={**_OPEN, "required": ["id"]}),
+        ]
+
+
+def test_the_version_page_says_how_each_version_compares_with_the_one_before(tmp_path: Path) -> None:
+    """1.1.0 requires a field 1.0.0 did not and drops a step: both listed; 1.0.1 only adds an
+    optional field: compatible."""
+    from litestar.testing import TestClient
+
+    from teamflow.api.app import create_app
+
+    host = Host(config=HostConfig(database_url=f"sqlite:///{tmp_path}/t.db"), plugins=[("teamflow-lab", Lab())])
+    try:
+        newest = host.version_view("lab", "flow", "1.1.0").compatibility
+        assert newest is not None and newest.previous == "1.0.1" and not newest.compatible
+        assert any("required" in b for b in newest.breaking) and "step 'b' removed or renamed" in newest.breaking
+        patch = host.version_view("lab", "flow", "1.0.1").compatibility
+        assert patch is not None and patch.previous == "1.0.0"
+        first = host.version_view("lab", "flow", "1.0.0").compatibility
+        assert first is not None and first.previous is None
+        with TestClient(create_app(host)) as client:
+            page = client.get("/admin/workflows/lab/flow/1.1.0").text
+            assert "Breaks callers of 1.0.1" in page and "step &#39;b&#39; removed or renamed" in page, page
     finally:
         host.close()

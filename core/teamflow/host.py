@@ -540,7 +540,8 @@ class Host:
         """One version as every surface shows it, with who approved it (or who can)."""
         entry = self.registry.resolve(namespace, name, version)
         records = self.store.approval_records(entry.namespace, entry.name, entry.version.text)
-        return views.version_detail(self.registry, entry, views.approval_state(self.registry, entry, records))
+        detail = views.version_detail(self.registry, entry, views.approval_state(self.registry, entry, records))
+        return attrs.evolve(detail, compatibility=views.compatibility(self.registry, entry))
 
     def workflow_view(self, namespace: str, name: str, window_days: float = 7.0) -> views.WorkflowView:
         """A workflow's versions with how drained each is (see ``views.Drain``)."""

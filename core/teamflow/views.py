@@ -17,6 +17,7 @@ from teamflow.plugins import LoadReport, PluginRecord
 from teamflow.refs import parse_ref
 from teamflow.registry import CallFinding, ConflictOutcome, Drift, Refusal, Registry, WorkflowEntry
 from teamflow.registry.calls import declared_calls
+from teamflow.registry.compat import compare
 from teamflow.registry.export import RegistryExport
 from teamflow.registry.release import Judged, ReleaseFinding, ReleaseOutcome
 from teamflow.store.records import (
@@ -433,6 +434,37 @@ class VersionDetail:
     steps: list[StepDefinition]
     called_by: list[Caller]
     approval: ApprovalState | None = None  # None where the store was not asked (a pure view)
+    compatibility: Compatibility | None = None  # with the version before it (same major)
+
+
+@attrs.frozen
+class Compatibility:
+    """This version against ``previous``, the highest lower version of the same major loaded
+    here: the changes that would break its callers (context schema, under the namespace's
+    ``compatibility`` mode; removed steps), empty when it is compatible."""
+
+    previous: str | None
+    breaking: list[str]
+
+    @property
+    def compatible(self) -> bool:
+        return not self.breaking
+
+
+def compatibility(registry: Registry, entry: WorkflowEntry) -> Compatibility:
+    same_major = [
+        e for e in registry.entries(entry.namespace)
+        if e.name == entry.name and e.version.major == entry.version.major and e.version.key < entry.version.key
+    ]
+    if not same_major:
+        return Compatibility(None, [])
+    previous = max(same_major, key=lambda e: e.version.key)
+    mode = registry.namespaces[entry.namespace].policy.compatibility
+    old = dict(previous.workflow.context_schema) if previous.workflow.context_schema is not None else None
+    new = dict(entry.workflow.context_schema) if entry.workflow.context_schema is not None else None
+    breaking = [f"{c.path}: {c.message}" for c in compare(old, new, mode) if c.breaking]
+    breaking += [f"step {name!r} removed or renamed" for name in previous.order if name not in entry.steps]
+    return Compatibility(previous.version.text, breaking)
 
 
 @attrs.frozen
