@@ -170,3 +170,29 @@ def test_a_refused_rollout_names_why(tmp_path: Path, ref: str, why: str) -> None
             host.set_rollout("lab/ledger@1.0.0", 150)
     finally:
         host.close()
+
+
+def test_a_version_waiting_for_approval_cannot_be_rolled_out(tmp_path: Path) -> None:
+    """A namespace that requires approval: a rollout to an unapproved version is refused
+    (it could not run), and accepted once one of its approvers approved it."""
+    from teamflow.config import NamespaceConfig
+
+    class Shared:
+        @hookimpl
+        def teamflow_workflows(self) -> list[Workflow]:
+            return [
+                Workflow("shared", "notify", "1.0.0", [Step("send", _done)]),
+                Workflow("shared", "notify", "1.1.0", [Step("send", _done)]),
+            ]
+
+    policy = NamespaceConfig("platform", "p@example.test", requires_approval=True, approvers=("sarah@example.test",),
+                             contributors=("team-shared",))
+    host = Host(config=HostConfig(database_url=f"sqlite:///{tmp_path}/t.db", namespaces={"shared": policy}),
+                plugins=[("team-shared", Shared())])
+    try:
+        with pytest.raises(RolloutRefused, match="waits for approval"):
+            host.set_rollout("shared/notify@1.0.0", 10)
+        host.approve("shared/notify@1.0.0", "sarah@example.test")
+        assert host.set_rollout("shared/notify@1.0.0", 10).percent == 10.0
+    finally:
+        host.close()
