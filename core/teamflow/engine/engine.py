@@ -108,8 +108,8 @@ class Prepared:
     entry: Runnable
     policy: NamespacePolicy
     context: str  # JSON text
-    task_id: str = attrs.field(factory=lambda: new_task_id())  # the new task's id (a rollout's key)
-    rollout: str | None = None  # why a rollout chose this version, for the task's history
+    task_id: str  # the new task's id, drawn before resolving (a rollout's key)
+    rollout: str | None  # why a rollout chose this version, for the task's history
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ definition are kept side by side here, so its format has one owner.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import jsonschema
@@ -102,23 +102,8 @@ class PublishedEntry:
         return schema_errors(jsonschema.validators.validator_for(schema)(schema), context)
 
 
-class PublishedRow(Protocol):
-    """What ``resolve_published`` reads of a published version (the store's ``VersionRecord``)."""
-
-    @property
-    def version(self) -> str: ...
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def deprecated(self) -> str | None: ...
-    @property
-    def definition(self) -> dict[str, Any]: ...
-    @property
-    def distribution(self) -> str: ...
-
-
 def resolve_published(
-    namespace: str, name: str, rows: Iterable[PublishedRow], version: str | None, default: Constraint | None
+    namespace: str, name: str, rows: Iterable[CatalogRow], version: str | None, default: Constraint | None
 ) -> PublishedEntry | None:
     """The version a request resolves to among published ``rows`` (None when there are none)."""
     entries = [
