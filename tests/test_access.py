@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from teamflow import Step, StepContext, Workflow, hookimpl
 from teamflow.config import HostConfig, NamespaceConfig
 from teamflow.host import Host
 from teamflow.models import TaskRequest
+from teamflow.serialization import unstructure
 
 SECRET_CONTEXT = "pay_matrix_secret_ctx"  # a context value no refusal may show
 CS_SECRET = "cs_424242"
@@ -350,7 +352,7 @@ def test_a_token_is_stored_as_its_hash_and_listed_without_it(tmp_path: Path) -> 
         assert secret.encode() not in raw
         listed = host.list_tokens().tokens
         assert [t.name for t in listed] == ["ci"] and listed[0].state == "active"
-        assert secret not in json.dumps(attrs.asdict(host.list_tokens()))
+        assert secret not in json.dumps(unstructure(host.list_tokens()))
         assert host.access.authenticate(secret) is not None
         assert host.access.authenticate(secret + "x") is None
     finally:
@@ -412,7 +414,8 @@ def test_cli_tokens_create_list_revoke_and_audit(tmp_path: Path) -> None:
     assert secret.startswith("tf_") and secret not in made.stderr
     listed = json.loads(tf("tokens", "list", "--json").stdout)["tokens"]
     assert listed[0]["name"] == "ci" and listed[0]["scopes"] == ["read"] and "secret" not in json.dumps(listed)
-    assert 6.9 * 86400 < listed[0]["expires_at"] - listed[0]["created_at"] <= 7 * 86400 + 5
+    lifetime = datetime.fromisoformat(listed[0]["expires_at"]) - datetime.fromisoformat(listed[0]["created_at"])
+    assert 6.9 * 86400 < lifetime.total_seconds() <= 7 * 86400 + 5  # ISO 8601 with the zone: they subtract
     taken = tf("tokens", "create", "--name", "ci", "--namespace", "payments", "--scope", "read", code=2)
     assert "token_exists" in taken.stderr and "--rotate" in taken.stderr
     tf("tokens", "revoke", "ci")

@@ -187,7 +187,9 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
                 expired = host.create_token("expired", ["payments", "shared"], ["read", "operate"], expires_s=1.0)
                 dead = {"revoked": browser.session(revoked)[0], "expired": browser.session(expired.secret)[0]}
                 host.revoke_token("revoked")
-                time.sleep(max(0.0, (expired.token.expires_at or 0) - time.time()) + 0.05)
+                expires = expired.token.expires_at  # an instant: a datetime (epoch seconds before)
+                until = expires.timestamp() if hasattr(expires, "timestamp") else float(expires or 0)
+                time.sleep(max(0.0, until - time.time()) + 0.05)
                 secrets |= {"revoked": revoked, "expired": expired.secret}
                 yield Matrix(browser, secrets, dead)
         finally:
@@ -215,6 +217,7 @@ MATRIX: dict[tuple[str, str], dict[str, dict[str, int]]] = {
     ("POST", "/admin/sign-in"): _same(_row(401, **dict.fromkeys(LIVE_TOKENS, 303))),
     ("POST", "/admin/sign-out"): _same(_row(303, **dict.fromkeys(LIVE_TOKENS, 303))),
     ("GET", "/admin/workflows"): _same(_row(303, **EVERYONE_200)),
+    ("GET", "/admin/workflows/{namespace:str}"): _same(_row(303, **EVERYONE_200)),  # definitions: any token
     ("GET", "/admin/workflows/{namespace:str}/{name:str}/{version:str}"): _same(_row(303, **EVERYONE_200)),
     ("POST", "/admin/workflows/{namespace:str}/{name:str}/{version:str}/approve"): {
         OWN: _row(401, execute=403, read=403, operate=403, approver=303, admin=303),
@@ -282,6 +285,8 @@ def _cell(m: Matrix, method: str, route: str, column: str, row: str, csrf: str) 
         task_id, step = failed_task(host, ns)
         return Cell(f"/admin/tasks/{task_id}/steps/{step}/resolve", {**form, "result": '{"by": "hand"}'},
                     lambda: acted_by(host, task_id, actor))
+    if route == "/admin/workflows/{namespace:str}":
+        return Cell(f"/admin/workflows/{ns}")
     if route.startswith("/admin/workflows/{namespace"):
         version_page = f"/admin/workflows/{approval_ns}/notify/1.0.0"
         return Cell(version_page + "/approve", form) if method == "POST" else Cell(version_page)

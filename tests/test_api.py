@@ -14,12 +14,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from api_support import CS_REFUND, JSON, PAYMENTS_REFUND, LiveServer, live_server, poll, wait_finished
+from api_support import (
+    CS_REFUND,
+    JSON,
+    PAYMENTS_REFUND,
+    LiveServer,
+    _environment,
+    live_server,
+    poll,
+    teamflow_command,
+    wait_finished,
+)
 
 from teamflow import views
 from teamflow.api import dag
@@ -157,6 +168,32 @@ def test_wait_true_answers_the_finished_task(client: httpx.Client) -> None:
     assert [s["status"] for s in task["steps"]] == ["completed"] * 5
     assert task["steps"][2]["result"]["refund_id"]
     assert task["links"]["self"] == f"/tasks/{task['id']}"
+
+
+def test_every_timestamp_is_iso_8601_with_its_zone(server: LiveServer, client: httpx.Client) -> None:
+    task = execute(client, {"namespace": "payments", "name": "process_refund", "wait": True,
+                            "context": {"payment_id": "pay_when"}}).json()
+    shown = client.get(f"/tasks/{task['id']}").json()
+    stamps = [shown["created_at"], shown["finished_at"], *(s["started_at"] for s in shown["steps"]),
+              *(s["finished_at"] for s in shown["steps"]), *(t["at"] for t in shown["transitions"])]
+    listed = client.get("/tasks", params={"limit": 5}).json()["tasks"]
+    stamps += [row["created_at"] for row in listed]
+    for stamp in stamps:
+        assert isinstance(stamp, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", stamp), stamp
+    created = datetime.fromisoformat(shown["created_at"])
+    assert abs(created.timestamp() - time.time()) < 300
+    # the OpenAPI document says so, and the admin page and the CLI show the same instant, in UTC
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    [task_schema] = [v for k, v in schema.items() if k.endswith("TaskView")]
+    created_schema = json.dumps(task_schema["properties"]["created_at"])
+    assert '"date-time"' in created_schema, created_schema
+    when = created.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert when in client.get(f"/admin/tasks/{task['id']}").text
+    env = {**_environment(server.workdir / "teamflow.db", {}), "COLUMNS": "200"}
+    listing = subprocess.run(teamflow_command("tasks", "--limit", "500"), capture_output=True, text=True,
+                             env=env, cwd=server.workdir, timeout=120, check=True).stdout
+    [row] = [line for line in listing.splitlines() if task["id"] in line]
+    assert when in row, row
 
 
 @pytest.mark.slow

@@ -727,6 +727,11 @@ def test_released_version_changed_without_a_bump_is_drift(dists: DistFactory, te
     assert f"DRIFT ledger/post_entry@1.0.0 from teamflow-ledger: recorded fingerprint {first[:12]}" in text
     assert "refused (strict mode)" in text
     assert "fix: release the change under a new version" in text
+    # Asked for, the refused version is drift, not "does not exist".
+    ran = teamflow.run("run", "ledger/post_entry@1.0.0", sites=[changed], env={"TEAMFLOW_STRICT": "1"}, expect=2)
+    assert "workflow_refused" in ran.stderr and "workflow_not_found" not in ran.stderr
+    assert "refused at load (drift): released version changed without a version bump" in ran.stderr
+    assert "Fix: release the change under a new version" in ran.stderr
 
     # Restoring the released definition clears it.
     teamflow.run("check", sites=[released], env={"TEAMFLOW_STRICT": "1"}, expect=0)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from api_support import _environment, teamflow_command
 
 from teamflow import Step, StepContext, Workflow, hookimpl
@@ -45,7 +47,8 @@ def test_the_drain_of_each_version_on_cli_api_and_admin_matches_the_store(tmp_pa
             api = client.get("/workflows/payments/process_refund").json()
             assert _counts(api)["2.0.0"] == 3 and _counts(api)["2.1.0"] == 2
             by_version = {d["version"]: d for d in api["drain"]}
-            assert by_version["2.0.0"]["oldest_unfinished_at"] == store["2.0.0"][1]
+            oldest = datetime.fromisoformat(by_version["2.0.0"]["oldest_unfinished_at"])  # ISO 8601, UTC
+            assert oldest.utcoffset() == timedelta(0) and oldest.timestamp() == pytest.approx(store["2.0.0"][1])
             assert by_version["2.1.0"]["child_callers"] == [
                 {"caller": "customer_success/process_refund@1.3.0", "tasks": 1}
             ]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from teamflow import Candidate, Conflict, Resolution, Step, Workflow
-from teamflow.errors import NamespaceNotFound, VersionNotFound, WorkflowNotFound
+from teamflow.errors import NamespaceNotFound, VersionNotFound, WorkflowNotFound, WorkflowRefused
 from teamflow.registry import (
     ConflictOutcome,
     Contribution,
@@ -129,6 +129,26 @@ def test_workflow_in_undeclared_namespace_or_from_non_owner_is_refused() -> None
     ]
     not_owner = next(r for r in reg.refusals if r.kind == "not_owner")
     assert "teamflow-payments" in not_owner.reason
+    undeclared = next(r for r in reg.refusals if r.kind == "undeclared_namespace")
+    # printed by `teamflow check` itself: the fix says what helps, never "see teamflow check"
+    assert undeclared.fix == (
+        "declare 'nowhere' with teamflow_namespaces() in teamflow-rogue, "
+        "or register the workflow in a namespace teamflow-rogue owns"
+    )
+
+
+def test_a_workflow_in_a_blocked_namespace_says_to_settle_its_owner() -> None:
+    reg = build_registry(
+        [
+            contrib(PAY, ["payments"]),
+            contrib(ROGUE, ["payments"]),
+            contrib(CS, [], [wf("payments", "x", "1.0.0")]),
+        ]
+    )
+    [refusal] = [r for r in reg.refusals if r.kind == "undeclared_namespace"]
+    assert refusal.reason.startswith("namespace 'payments' is blocked: ")
+    assert refusal.fix.startswith("settle who owns 'payments' first: pin it in teamflow.toml ([owner_pins] payments")
+    assert "teamflow check" not in refusal.fix
 
 
 def test_two_declarations_without_pin_block_the_namespace() -> None:
@@ -239,6 +259,38 @@ def test_drift_is_reported_and_refused_in_strict_mode() -> None:
     ) is not None
     strict = build_registry(changed, Rules(recorded_fingerprints=recorded, strict=True))
     assert strict.get("payments", "r", "1.0.0") is None and strict.refusals[0].kind == "drift"
+
+
+@pytest.mark.parametrize("asked", ["1.0.0", "^1.0", None])
+def test_a_version_refused_for_drift_is_reported_as_drift_not_as_missing(asked: str | None) -> None:
+    first = build_registry([contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0")])])
+    recorded = {("payments", "r", "1.0.0"): first.get("payments", "r", "1.0.0").fingerprint}
+    changed = [contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0", [Step("s1", noop, retry_limit=9)])])]
+    strict = build_registry(changed, Rules(recorded_fingerprints=recorded, strict=True))
+    with pytest.raises(WorkflowRefused) as refused:
+        strict.resolve("payments", "r", asked)
+    assert refused.value.code == "workflow_refused" and refused.value.status == 404
+    assert "payments/r@1.0.0 was registered by teamflow-payments" in refused.value.detail
+    assert "refused at load (drift): released version changed without a version bump" in refused.value.detail
+    assert refused.value.facts["fix"] == "release the change under a new version, or restore the released definition"
+    assert refused.value.facts["runnable"] == []
+
+
+def test_a_refused_version_beside_runnable_ones_is_named_only_when_asked_for() -> None:
+    first = build_registry([contrib(PAY, ["payments"], [wf("payments", "r", "1.0.0")])])
+    recorded = {("payments", "r", "1.0.0"): first.get("payments", "r", "1.0.0").fingerprint}
+    changed = [contrib(PAY, ["payments"], [
+        wf("payments", "r", "1.0.0", [Step("s1", noop, retry_limit=9)]), wf("payments", "r", "1.1.0"),
+    ])]
+    strict = build_registry(changed, Rules(recorded_fingerprints=recorded, strict=True))
+    assert strict.resolve("payments", "r", "^1.0").version.text == "1.1.0"
+    with pytest.raises(WorkflowRefused) as refused:
+        strict.resolve("payments", "r", "1.0.0")
+    assert refused.value.facts["runnable"] == ["1.1.0"]
+    with pytest.raises(VersionNotFound):  # nothing refused matches: still "no version matches"
+        strict.resolve("payments", "r", "2.0.0")
+    with pytest.raises(WorkflowNotFound):
+        strict.resolve("payments", "nothing")
 
 
 def test_fingerprint_ignores_descriptions_and_deprecation_but_not_behaviour() -> None:

@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -239,7 +238,7 @@ def _print_approval(data: views.VersionDetail) -> None:
     if state.status == "waiting":
         _line("approval:", "yellow", f"waiting for one of {', '.join(state.approvers) or '(no approvers)'}")
     for a in state.approvals:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(a.at))
+        when = views.shown_time(a.at)
         how = f"via {a.via}" if a.verified else "recorded without a verified identity"
         which = "the current fingerprint" if a.current else f"an earlier fingerprint {a.fingerprint[:12]}"
         _line("approved:" if a.current else "approved (stale):", "green" if a.current else "yellow",
@@ -535,10 +534,10 @@ def tasks(
     table.add_column("id", no_wrap=True, min_width=36)
     table.add_column("workflow", overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("created (UTC)", overflow="fold")
+    table.add_column("created", overflow="fold")
     table.add_column("parent", overflow="fold")
     for r in page.tasks:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))  # the admin pages' zone
+        created = views.shown_time(r.created_at)  # as the admin pages show it
         table.add_row(
             r.id,
             Text(f"{r.namespace}/{r.name}@{r.version}"),
@@ -730,7 +729,7 @@ def tokens_create(
     err.print(
         Text(
             f"token {t.name}: namespaces {', '.join(t.namespaces)}; scopes {', '.join(t.scopes)}; expires "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t.expires_at)) if t.expires_at else 'never'}. "
+            f"{views.shown_time(t.expires_at) if t.expires_at else 'never'}. "
             "Its secret follows; it is shown only now:"
         )
     )
@@ -753,13 +752,9 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
     for t in listed.tokens:
         table.add_row(
             Text(t.name), t.state, Text(", ".join(t.namespaces)), ", ".join(t.scopes), Text(t.identity or "-"),
-            _when(t.expires_at), _when(t.last_used_at),
+            views.shown_time(t.expires_at), views.shown_time(t.last_used_at),
         )
     out.print(table)
-
-
-def _when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch)) if epoch else "-"
 
 
 @tokens.command("revoke")
@@ -789,10 +784,10 @@ def audit_cmd(ctx: click.Context, namespace: str | None, limit: int, cursor: str
     if as_json:
         _json(page)
         return
-    table = Table("when (UTC)", "action", "actor", "namespace", "target", "from", "detail", "count")
+    table = Table("when", "action", "actor", "namespace", "target", "from", "detail", "count")
     for r in page.rows:
         table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.at)), r.action, Text(r.actor), Text(r.namespace or "-"),
+            views.shown_time(r.at), r.action, Text(r.actor), Text(r.namespace or "-"),
             Text(r.target or "-"), Text(r.address or "-"), Text(r.detail or ""), str(r.count),
         )
     out.print(table)

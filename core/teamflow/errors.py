@@ -77,6 +77,13 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
+class WorkflowRefused(NotFound):
+    """The requested workflow version was registered but refused at load (drift in strict
+    mode, a conflict, an invalid definition): the message says which refusal and its fix."""
+
+    code = "workflow_refused"
+
+
 class TaskNotFound(NotFound):
     code = "task_not_found"
 

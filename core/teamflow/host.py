@@ -299,7 +299,7 @@ class Host:
             f" (sunset {sunset})" if sunset else "",
         )
         published = {v.version: v.published_at for v in self.store.published_versions(entry.namespace, entry.name)}
-        return views.Deprecation(entry.ref, entry.deprecated, published.get(entry.version.text, 0.0), sunset)
+        return views.Deprecation(entry.ref, entry.deprecated, published.get(entry.version.text), sunset)
 
     def execute_many(self, requests: Sequence[TaskRequest]) -> list[str]:
         """Validate every request, then store them all for the workers in one transaction;
@@ -585,8 +585,11 @@ class Host:
             raise RolloutRefused(f"{entry.ref} is deprecated ({entry.deprecated}): roll out a current version",
                                  reference=entry.ref)
         if entry.namespace in self.registry.blocked:
-            raise RolloutRefused(f"namespace {entry.namespace!r} is blocked by a conflict: see `teamflow check`",
-                                 reference=entry.ref)
+            raise RolloutRefused(
+                f"namespace {entry.namespace!r} is blocked by a conflict ({self.registry.blocked[entry.namespace]}): "
+                "settle it first, then roll out",
+                reference=entry.ref,
+            )
         if any(w.reference == entry.ref for w in self.waiting_approval()):
             raise RolloutRefused(
                 f"{entry.ref} waits for approval and cannot run: `teamflow approve {entry.ref} --approver EMAIL` first",

@@ -7,6 +7,7 @@ beside it, from the registry, the load report or what the host read.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import attrs
@@ -37,6 +38,22 @@ TaskStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
 
+def instant(value: float | datetime) -> datetime:
+    """An instant as every surface shows it: timezone-aware UTC, so the JSON of a view holds
+    ISO 8601 with its zone (``2026-12-02T06:23:19.123456+00:00``). The store keeps epoch
+    seconds; the views convert once, here."""
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value, tz=UTC)
+
+
+def maybe_instant(value: float | datetime | None) -> datetime | None:
+    return None if value is None else instant(value)
+
+
+def shown_time(value: datetime | None) -> str:
+    """An instant as the CLI and the admin pages print it: the same zone (UTC) everywhere."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "-"
+
+
 def links(task_id: str) -> dict[str, str]:
     return {"self": f"/tasks/{task_id}", "cancel": f"/tasks/{task_id}/cancel", "admin": f"/admin/tasks/{task_id}"}
 
@@ -53,8 +70,8 @@ class StepView:
     error: str | None
     error_type: str | None
     depends_on: list[str]
-    started_at: float | None
-    finished_at: float | None
+    started_at: datetime | None = attrs.field(converter=maybe_instant)
+    finished_at: datetime | None = attrs.field(converter=maybe_instant)
     children: list[str]
     resolved_by: str | None
 
@@ -82,7 +99,7 @@ class TransitionView:
     attempt: int | None
     actor: str | None
     detail: str | None
-    at: float
+    at: datetime = attrs.field(converter=instant)
 
 
 @attrs.frozen
@@ -102,9 +119,9 @@ class TaskView:
     context: dict[str, Any]
     fingerprint: str
     idempotency_key: str | None
-    created_at: float | None
-    finished_at: float | None
-    links: dict[str, str]
+    created_at: datetime | None = attrs.field(converter=maybe_instant)
+    finished_at: datetime | None = attrs.field(converter=maybe_instant)
+    links: dict[str, str] = attrs.field()
     children: list[ChildView]
     transitions: list[TransitionView]
     # the token (``token:NAME``), the CLI (``cli:user@host``) or the parent task (``task:ID``)
@@ -162,7 +179,7 @@ class Deprecation:
 
     reference: str
     message: str
-    since: float
+    since: datetime | None = attrs.field(converter=maybe_instant)
     sunset: str | None = None
 
 
@@ -200,9 +217,9 @@ class TaskSummary:
     version: str
     status: str
     parent_id: str | None
-    created_at: float
-    finished_at: float | None
-    error_summary: str | None
+    created_at: datetime = attrs.field(converter=instant)
+    finished_at: datetime | None = attrs.field(converter=maybe_instant)
+    error_summary: str | None = attrs.field()
 
 
 def task_summary(row: TaskListing) -> TaskSummary:
@@ -321,10 +338,10 @@ class Drain:
 
     version: str
     unfinished: int
-    oldest_unfinished_at: float | None
-    declared_callers: list[Caller]
-    child_callers: list[ChildCaller]
-    window_days: float
+    oldest_unfinished_at: datetime | None = attrs.field(converter=maybe_instant)
+    declared_callers: list[Caller] = attrs.field()
+    child_callers: list[ChildCaller] = attrs.field()
+    window_days: float = attrs.field()
     rollout_percent: float = 0.0
 
 
@@ -476,10 +493,10 @@ class ApprovalView:
     reference: str
     approver: str
     fingerprint: str
-    at: float
-    verified: bool
-    via: str | None
-    current: bool  # of the fingerprint loaded now (a changed definition needs a new approval)
+    at: datetime = attrs.field(converter=instant)
+    verified: bool = attrs.field()
+    via: str | None = attrs.field()
+    current: bool = attrs.field()  # of the fingerprint loaded now (a changed definition needs a new approval)
 
 
 @attrs.frozen
@@ -678,11 +695,11 @@ class TokenView:
     namespaces: list[str]
     scopes: list[str]
     identity: str | None
-    created_at: float
-    created_by: str
-    expires_at: float | None
-    revoked_at: float | None
-    last_used_at: float | None
+    created_at: datetime = attrs.field(converter=instant)
+    created_by: str = attrs.field()
+    expires_at: datetime | None = attrs.field(converter=maybe_instant)
+    revoked_at: datetime | None = attrs.field(converter=maybe_instant)
+    last_used_at: datetime | None = attrs.field(converter=maybe_instant)
     state: Literal["active", "revoked", "expired"]
 
 
@@ -715,7 +732,7 @@ class AuditView:
     their ``count``."""
 
     id: int
-    at: float
+    at: datetime = attrs.field(converter=instant)
     action: str
     actor: str
     namespace: str | None

@@ -12,8 +12,8 @@ With access control off the pages are read-only and need no sign-in.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -49,6 +49,7 @@ from teamflow.api.sessions import (
 )
 from teamflow.errors import Forbidden, TeamflowError
 from teamflow.host import Host
+from teamflow.registry import CONFIG_OWNER
 from teamflow.tokens import APPROVE, OPERATE, READ, Caller
 from teamflow.views import TASK_STATUSES
 
@@ -62,16 +63,14 @@ PAGE_HEADERS = {
 }
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+def _when(at: datetime | None) -> str:
+    return "—" if at is None else views.shown_time(at)  # the CLI's zone and format
 
 
-def _duration(started: float | None, finished: float | None) -> str:
+def _duration(started: datetime | None, finished: datetime | None) -> str:
     if started is None or finished is None:
         return ""
-    seconds = finished - started
+    seconds = (finished - started).total_seconds()
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
@@ -254,6 +253,43 @@ def registry_page(host: NamedDependency[Host], viewer: NamedDependency[Viewer]) 
         report=host.load_report(),
         namespaces=views.namespaces(host.registry),
         workflows=by_namespace,
+    )
+
+
+@get(
+    "/admin/workflows/{namespace:str}",
+    sync_to_thread=True,
+    guards=[signed_in(None)],
+    dependencies=_VIEWER,
+    include_in_schema=False,
+)
+def namespace_page(
+    host: NamedDependency[Host], viewer: NamedDependency[Viewer], namespace: FromPath[str]
+) -> Response[str]:
+    """One namespace: its owner and policy; every workflow with its versions (the default,
+    deprecated, pre-release and approval state of each, its unfinished tasks and rollout
+    share); and links to its tasks and audit rows. A namespace that does not exist (or is
+    blocked) is the registry's NamespaceNotFound, a 404 naming those that exist. Definitions
+    are visible to every session, as on the registry page."""
+    ns = views.namespace_view(host.registry, namespace)
+    waiting = {w.reference for w in host.waiting_approval()} if ns.requires_approval else set()
+    rows = [host.workflow_view(ns.name, w.name) for w in views.workflows(host.registry, ns.name)]
+    tasks = "/admin/tasks?" + urlencode({"namespace": ns.name})
+    return render(
+        "namespace.html",
+        viewer=viewer,
+        ns=ns,
+        platform=ns.owner_distribution == CONFIG_OWNER,
+        compatibility=host.registry.namespaces[ns.name].policy.compatibility,
+        workflows=rows,
+        drain={(w.name, d.version): d for w in rows for d in w.drain or []},
+        waiting=waiting,
+        tasks_link=tasks,
+        failed_link=tasks + "&" + urlencode({"status": "failed"}),
+        running_link=tasks + "&" + urlencode({"status": "in_progress"}),
+        audit_link="/admin/audit?" + urlencode({"namespace": ns.name}),
+        # without access control every page is open; with it, the tasks page needs scope read there
+        may_read=not viewer.access_on or viewer.may(READ, ns.name),
     )
 
 
@@ -502,6 +538,7 @@ ROUTES = [
     sign_in,
     sign_out,
     registry_page,
+    namespace_page,
     version_page,
     approve_version,
     tasks_page,

@@ -116,7 +116,8 @@ def _deprecated(*found: views.Deprecation | None) -> dict[str, str] | None:
     if not deprecations:
         return None
     first = deprecations[0]
-    headers = {"Deprecation": f"@{int(first.since) or int(time.time())}"}
+    since = first.since.timestamp() if first.since is not None else time.time()
+    headers = {"Deprecation": f"@{int(since)}"}
     sunsets = sorted(d.sunset for d in deprecations if d.sunset)
     if sunsets:  # the earliest day any of them stops being served
         day = datetime.date.fromisoformat(sunsets[0])

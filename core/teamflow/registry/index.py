@@ -8,7 +8,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from teamflow.errors import NamespaceNotFound, VersionNotFound, WorkflowNotFound
+from teamflow.errors import (
+    InvalidVersion,
+    NamespaceNotFound,
+    VersionNotFound,
+    WorkflowNotFound,
+    WorkflowRefused,
+)
 from teamflow.registry.records import (
     CallFinding,
     ConflictOutcome,
@@ -17,7 +23,7 @@ from teamflow.registry.records import (
     Refusal,
     WorkflowEntry,
 )
-from teamflow.versions import Constraint, Version, parse_constraint
+from teamflow.versions import Constraint, Version, parse_constraint, parse_version
 
 
 class Registry:
@@ -100,11 +106,15 @@ class Registry:
                 return exact
         candidates = self._versions.get((namespace, name))
         if candidates is None:
-            self._require_workflow(namespace, name)
+            self._require_workflow(namespace, name, version)
             raise AssertionError("unreachable")
-        return select_version(
-            namespace, name, candidates, version, self._default_versions.get((namespace, name))
-        )
+        try:
+            return select_version(
+                namespace, name, candidates, version, self._default_versions.get((namespace, name))
+            )
+        except VersionNotFound as missing:
+            self._raise_if_refused(namespace, name, version, missing)
+            raise
 
     def require_namespace(self, namespace: str) -> NamespaceEntry:
         """The namespace, or NamespaceNotFound listing those that exist (or why it is blocked)."""
@@ -120,17 +130,61 @@ class Registry:
             )
         return entry
 
-    def _require_workflow(self, namespace: str, name: str) -> None:
+    def _require_workflow(self, namespace: str, name: str, version: str | None = None) -> None:
         if (namespace, name) in self._versions:
             return
         self.require_namespace(namespace)
         names = self.workflow_names(namespace)
-        raise WorkflowNotFound(
+        missing = WorkflowNotFound(
             f"{namespace}/{name} does not exist; workflows in {namespace}: {', '.join(names) or 'none'}",
             namespace=namespace,
             name=name,
             workflows=names,
         )
+        self._raise_if_refused(namespace, name, version, missing)
+        raise missing
+
+    def _raise_if_refused(
+        self, namespace: str, name: str, version: str | None, missing: WorkflowNotFound | VersionNotFound
+    ) -> None:
+        """Raise WorkflowRefused when a version the request would have matched was registered
+        and refused at load: "does not exist" would send its author looking in the wrong place."""
+        refused = self.refused_versions(namespace, name)
+        constraint = None
+        if version is not None:
+            try:
+                constraint = parse_constraint(version)
+            except InvalidVersion:
+                return
+        for found, refusal in refused:
+            if constraint is None and found.is_prerelease:
+                continue
+            if version == found.text or constraint is None or constraint.matches(found):
+                raise WorkflowRefused(
+                    f"{refusal.subject} was registered by {refusal.distribution} {refusal.distribution_version} "
+                    f"and refused at load ({refusal.kind}): {refusal.reason}. Fix: {refusal.fix}",
+                    namespace=namespace,
+                    name=name,
+                    version=found.text,
+                    kind=refusal.kind,
+                    distribution=refusal.distribution,
+                    fix=refusal.fix,
+                    runnable=[e.version.text for e in self._versions.get((namespace, name), ())],
+                ) from missing
+
+    def refused_versions(self, namespace: str, name: str) -> list[tuple[Version, Refusal]]:
+        """The refused registrations of one workflow with a valid version, newest first."""
+        found: dict[str, tuple[Version, Refusal]] = {}
+        prefix = f"{namespace}/{name}@"
+        for refusal in self.refusals:
+            if not refusal.subject.startswith(prefix):
+                continue
+            try:
+                parsed = parse_version(refusal.subject[len(prefix):])
+            except InvalidVersion:
+                continue
+            found.setdefault(parsed.text, (parsed, refusal))
+        return sorted(found.values(), key=lambda pair: pair[0].key, reverse=True)
 
 
 def parse_defaults(default_versions: Mapping[str, str]) -> dict[tuple[str, str], Constraint]:

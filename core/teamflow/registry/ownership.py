@@ -340,13 +340,14 @@ class _Builder:
                 if why
                 else f"namespace {key[0]!r} is not declared by any distribution"
             )
-            self.refuse(
-                "undeclared_namespace",
-                source,
-                ref,
-                reason,
-                "declare it with teamflow_namespaces() or ask its owner; see `teamflow check`",
+            fix = (
+                f"settle who owns {key[0]!r} first: pin it in {CONFIG_OWNER} "
+                f'([owner_pins] {key[0]} = "<distribution>"), or ask the distributions that declare it'
+                if why
+                else f"declare {key[0]!r} with teamflow_namespaces() in {source.distribution}, "
+                f"or register the workflow in a namespace {source.distribution} owns"
             )
+            self.refuse("undeclared_namespace", source, ref, reason, fix)
             return None
         if not ns.may_register(source.distribution):
             self.refuse(
