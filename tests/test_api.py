@@ -674,6 +674,10 @@ def test_admin_task_page_links_parent_and_children(client: httpx.Client) -> None
     assert f'href="/admin/tasks/{child_id}"' in parent_html
     child_html = client.get(f"/admin/tasks/{child_id}").text
     assert f'href="/admin/tasks/{cs_id}"' in child_html
+    # the task list shows whole ids, its own and its parent's (a uuid7's first 8 characters
+    # are the same for every task created within a minute)
+    listing = client.get("/admin/tasks", params={"namespace": "payments"}).text
+    assert f">{child_id}</a>" in listing and f">{cs_id}</a>" in listing
 
 
 @pytest.mark.slow
