@@ -19,7 +19,7 @@ from conftest import install_test_plugins, req, wait_for
 from flows import AlphaPlugin, BetaPlugin
 
 from teamflow import Host, TaskRequest
-from teamflow.errors import ContextInvalid, IdempotencyConflict, VersionNotFound
+from teamflow.errors import ContextInvalid, IdempotencyConflict, StoreError, VersionNotFound
 from teamflow.store.records import TaskFilter
 
 
@@ -169,3 +169,66 @@ def test_a_worker_on_the_same_sqlite_file_notices_new_work_within_milliseconds(t
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=30)
         host.close()
+
+
+# -- submit: the event loop's way in (POST /workflows/execute on SQLite) ---------------------
+
+
+def test_submitted_tasks_share_the_committer_threads_commits(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host()
+    sizes = _count_calls(monkeypatch, host.store, "create_tasks")
+    futures = [host.submit(req("chain", n=i)) for i in range(200)]  # none of these calls waits
+    answers = [f.result(30) for f in futures]
+    assert len({a.id for a in answers}) == 200 and {a.status for a in answers} == {"pending"}
+    assert sum(sizes) == 200 and len(sizes) < 200  # the committer took what queued meanwhile
+    stored = {t.id for t in host.store.list_tasks(TaskFilter(status="pending"), 500)}
+    assert stored == {a.id for a in answers}  # answered only once committed
+
+
+def test_submit_holds_idempotency_keys_even_when_both_were_staged(make_host, monkeypatch) -> None:
+    host = make_host()
+    staged = threading.Event()
+    real = host.store.create_tasks
+
+    def after_both(*args, **kwargs):  # type: ignore[no-untyped-def]
+        staged.wait(10)  # the committer stores nothing before the second request was staged
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(host.store, "create_tasks", after_both)
+    keyed = TaskRequest(name="chain", namespace="alpha", version="1.0.0", context={"n": 1}, idempotency_key="k1")
+    first, second = host.submit(keyed), host.submit(keyed)  # neither found the key stored
+    staged.set()
+    a, b = first.result(30), second.result(30)
+    assert a.id == b.id
+    assert host.submit(keyed).result(30).id == a.id  # found by its key before staging
+    with pytest.raises(IdempotencyConflict):
+        host.submit(TaskRequest(name="chain", namespace="alpha", version="1.0.0", context={"n": 2},
+                                idempotency_key="k1"))
+    with pytest.raises(ContextInvalid):  # a refusal raises at once, nothing is queued
+        host.submit(req("schema", amount="many"))
+
+
+def test_a_failed_commit_answers_every_submitted_task_with_its_error(make_host, monkeypatch) -> None:
+    host = make_host()
+
+    def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise StoreError("database unavailable: connection refused")
+
+    monkeypatch.setattr(host.store, "create_tasks", down)
+    futures = [host.submit(req("chain")) for _ in range(5)]
+    for future in futures:
+        with pytest.raises(StoreError, match="database unavailable"):
+            future.result(30)
+    monkeypatch.undo()
+    assert host.submit(req("chain")).result(30).status == "pending"  # the committer goes on
+
+
+def test_close_commits_what_was_submitted_then_refuses(make_host) -> None:
+    host = make_host()
+    futures = [host.submit(req("chain")) for _ in range(50)]
+    host.tasks.close()
+    assert all(f.done() for f in futures)
+    ids = {f.result().id for f in futures}
+    assert ids <= {t.id for t in host.store.list_tasks(TaskFilter(), 500)}
+    with pytest.raises(StoreError, match="closing"):
+        host.submit(req("chain"))

@@ -76,7 +76,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _json(data: Any) -> None:
     """Print a view (or plain data) as JSON: the same shape the HTTP API answers."""
-    click.echo(json.dumps(unstructure(data), indent=2, default=str))
+    click.echo(json.dumps(unstructure(data), indent=2, sort_keys=True, default=str))
 
 
 def _styled(status: str) -> str:

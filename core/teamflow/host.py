@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from typing import Any
@@ -34,6 +35,7 @@ from teamflow.errors import (
     NotApproved,
     NoWorker,
     RolloutRefused,
+    StoreError,
     TaskNotFound,
     TeamflowError,
 )
@@ -46,8 +48,8 @@ from teamflow.registry.fingerprint import route_key
 from teamflow.registry.published import definition, policy_dict
 from teamflow.registry.records import PublishedCatalog
 from teamflow.registry.release import check_release
-from teamflow.store import Store, open_store
-from teamflow.store.records import AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
+from teamflow.store import DuplicateKey, Store, open_store
+from teamflow.store.records import IDEMPOTENCY_KEY, AuditEntry, NamespaceRecord, TaskFilter, VersionRecord
 from teamflow.store.schema import SCHEMA_VERSION
 from teamflow.tokens import APPROVE, EXECUTE, OPERATE, Caller
 
@@ -233,6 +235,12 @@ class Host:
         """The database URL, without its password."""
         return self.store.safe_url
 
+    @property
+    def reads_inline(self) -> bool:
+        """Reads answer from a local file in microseconds (SQLite): cheaper to run on a
+        surface's event loop than to hand to a thread. False on PostgreSQL."""
+        return self.store.reads_locally
+
     # -- running tasks --------------------------------------------------------------------
 
     @property
@@ -276,6 +284,36 @@ class Host:
         created = self.engine.create(request, prepared, claim=False, via=self.tasks, actor=_actor(caller))
         self._wake_workers()
         return self._accepted(created, prepared, self._deprecation(prepared, caller))
+
+    def submit(self, request: TaskRequest, caller: Caller | None = None) -> Future[views.Accepted]:
+        """``accept`` for a caller that must not block on the commit (an event loop): the
+        request is checked here (a refusal raises here), the task goes into the next commit
+        of ``TaskCommit``'s committer thread, and the future answers once it is committed
+        (or with the commit's error). Checking reads the database (an idempotency key, a
+        rollout): call it where a read is cheap (``reads_inline``)."""
+        _may_execute(caller, request.namespace)
+        prepared = self.engine.prepare(request)
+        deprecation = self._deprecation(prepared, caller)
+        staged = self.engine.stage(request, prepared, actor=_actor(caller))
+        answer: Future[views.Accepted] = Future()
+        if isinstance(staged, Created):
+            answer.set_result(self._accepted(staged, prepared, deprecation))
+            return answer
+
+        def committed(error: StoreError | None, stored: bool) -> None:  # on the committer thread
+            try:
+                if error is not None:
+                    raise error
+                created = self.engine.stored(staged, []) if stored else self.engine.taken(
+                    staged, DuplicateKey(IDEMPOTENCY_KEY, f"idempotency key {request.idempotency_key!r} is taken")
+                )
+                self._wake_workers()
+                answer.set_result(self._accepted(created, prepared, deprecation))
+            except BaseException as exc:  # the request gets it; the committer goes on
+                answer.set_exception(exc)
+
+        self.tasks.submit(staged.task, prepared.entry.step_rows, committed)
+        return answer
 
     def _accepted(
         self, created: Created, prepared: Prepared, deprecation: views.Deprecation | None
@@ -779,6 +817,7 @@ class Host:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.stop(timeout=self.config.shutdown_grace_s)
+        self.tasks.close(timeout=self.config.shutdown_grace_s)
         self.access.flush()
         self.store.close()
 

@@ -40,7 +40,7 @@ TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
 def instant(value: float | datetime) -> datetime:
     """An instant as every surface shows it: timezone-aware UTC, so the JSON of a view holds
-    ISO 8601 with its zone (``2026-12-02T06:23:19.123456+00:00``). The store keeps epoch
+    ISO 8601 with its zone (``2026-12-02T06:23:19.123456Z``). The store keeps epoch
     seconds; the views convert once, here."""
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, tz=UTC)
 

@@ -15,8 +15,10 @@ a 400.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import email.utils
+import functools
 import math
 import threading
 import time
@@ -24,7 +26,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import attrs
@@ -105,6 +107,66 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
+class LoopCalls:
+    """Calls from other threads onto one event loop, coalesced: every call queued while the
+    loop has not run the last batch yet rides on one wake-up. (Each wake-up is a write to
+    the loop's self-pipe; the committer thread that answers a batch of requests would
+    otherwise pay one, and wait for the GIL after it, per request.)"""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._calls: list[Callable[[], None]] = []
+
+    def call(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._calls.append(fn)
+            wake = len(self._calls) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for fn in calls:
+            fn()
+
+    async def result(self, answer: concurrent.futures.Future[T]) -> T:
+        """Await a future that another thread resolves, woken through this batcher."""
+        waiting: asyncio.Future[T] = self.loop.create_future()
+
+        def copy() -> None:
+            if waiting.cancelled():
+                return
+            error = answer.exception()
+            if error is not None:
+                waiting.set_exception(error)
+            else:
+                waiting.set_result(answer.result())
+
+        answer.add_done_callback(lambda _: self.call(copy))
+        return await waiting
+
+
+def _loop_calls(request: Request[Any, Any, Any]) -> LoopCalls:
+    """The app's LoopCalls for the running loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    calls: LoopCalls | None = getattr(request.app.state, "loop_calls", None)
+    if calls is None or calls.loop is not loop:
+        calls = LoopCalls(loop)
+        request.app.state.loop_calls = calls
+    return calls
+
+
+async def _read(host: Host, read: Callable[[], T]) -> T:
+    """A read for a route: on the event loop when the host reads a local SQLite file (a read
+    there takes tens of microseconds, less than handing it to a worker thread and back),
+    else in a worker thread (PostgreSQL: a network round trip must not stall the loop)."""
+    if host.reads_inline:
+        return read()
+    return await anyio.to_thread.run_sync(read)
+
+
 def _json(view: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(encode_view(view), status_code=status, media_type=MediaType.JSON, headers=headers)
 
@@ -142,8 +204,9 @@ class ServerStopping(TeamflowError):
 # -- request shape -----------------------------------------------------------------------------
 
 
-def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A body must be sent as ``Content-Type: application/json`` (UTF-8)."""
+async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A body must be sent as ``Content-Type: application/json`` (UTF-8). Async: Litestar runs
+    a sync guard in a worker thread."""
     if "content-type" not in connection.headers and connection.headers.get("content-length", "0") == "0":
         return  # no body at all: the decoder says what to send
     media, _sep, params = connection.headers.get("content-type", "").partition(";")
@@ -179,6 +242,7 @@ async def strict_query(request: Request[Any, Any, Any]) -> None:
 
 # -- access ----------------------------------------------------------------------------------
 
+T = TypeVar("T")
 CALLER = "teamflow_caller"  # where the guard leaves the request's Caller (ASGI scope)
 UNAUTHENTICATED = (
     "this route needs the header 'Authorization: Bearer <token>' with a valid token (none, unknown, revoked and "
@@ -238,7 +302,10 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: str |
     return Caller(principal.actor, principal, address)
 
 
-def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+def provide_caller(request: Request[Any, Any, Any], host: Host) -> Caller:
+    """The guard's Caller. It names ``host`` (unused) so that Litestar resolves the two
+    dependencies one after the other: two independent ones cost a task group per request."""
+    del host
     caller = request.scope.get(CALLER)
     if not isinstance(caller, Caller):  # a route without a guard: no token was asked for
         return Caller("anonymous", None, request.client.host if request.client else None)
@@ -282,7 +349,10 @@ async def execute(
         raise InvalidBody([f"expected true, false or a number of seconds >= 0, got {data.wait!r} @ $.wait"])
     task_request = _task_request(data)
     if not data.wait:  # false or 0: the workers run it
-        accepted = await anyio.to_thread.run_sync(host.accept, task_request, caller)
+        if host.reads_inline:  # checked here; the answer once the committer thread committed it
+            accepted = await _loop_calls(request).result(host.submit(task_request, caller))
+        else:
+            accepted = await anyio.to_thread.run_sync(host.accept, task_request, caller)
         return _json(accepted, 202, _deprecated(accepted.deprecation))
     started = await anyio.to_thread.run_sync(host.start, task_request, caller)
     limit = host.config.max_wait_s
@@ -513,13 +583,12 @@ def clear_rollout(
 
 @get(
     "/tasks",
-    sync_to_thread=True,
     guards=[needs(READ)],
     tags=["tasks"],
     summary="Tasks of the token's namespaces, newest first",
     responses=_errors(403),
 )
-def list_tasks(
+async def list_tasks(
     host: NamedDependency[Host],
     caller: NamedDependency[Caller],
     namespace: FromQuery[str | None] = None,
@@ -530,8 +599,10 @@ def list_tasks(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, QueryParameter(description="`next_cursor` of the previous page")] = None,
 ) -> Response[TaskPage]:
-    return _json(
-        host.list_tasks(
+    page = await _read(
+        host,
+        functools.partial(
+            host.list_tasks,
             namespace=namespace,
             name=name,
             version=version,
@@ -540,21 +611,21 @@ def list_tasks(
             limit=limit,
             cursor=cursor,
             caller=caller,
-        )
+        ),
     )
+    return _json(page)
 
 
 @get(
     "/tasks/{task_id:str}",
-    sync_to_thread=True,
     guards=[needs(READ)],
     tags=["tasks"],
     summary="A task: its steps, child tasks and transitions",
     description="A task of a namespace the token does not reach is answered 404, as if it did not exist.",
     responses=_errors(403, 404),
 )
-def get_task(host: NamedDependency[Host], caller: NamedDependency[Caller], task_id: FromPath[str]) -> Response[TaskView]:
-    return _json(host.task_view(task_id, caller))
+async def get_task(host: NamedDependency[Host], caller: NamedDependency[Caller], task_id: FromPath[str]) -> Response[TaskView]:
+    return _json(await _read(host, functools.partial(host.task_view, task_id, caller)))
 
 
 @post(

@@ -122,6 +122,16 @@ class Created:
 
 
 @attrs.frozen
+class Staged:
+    """A new task built for a request, not stored yet (``Engine.stage``)."""
+
+    request: TaskRequest
+    entry: Runnable
+    task: NewTask
+    digest: str | None
+
+
+@attrs.frozen
 class TaskDetail:
     """A task with its child tasks and its history."""
 
@@ -244,6 +254,29 @@ class Engine:
         ``via`` stores it in that sink's next group commit instead of a transaction of its
         own (the caller knows which tasks its sink takes).
         """
+        staged = self.stage(request, prepared, parent=parent, actor=actor)
+        if isinstance(staged, Created):
+            return staged
+        try:
+            if via is not None:
+                claimed = via.create(staged.task, prepared.entry.step_rows)
+            else:
+                claimed = self.store.create_task(
+                    staged.task, prepared.entry.step_rows, claim_for=self.worker_id if claim else None,
+                    lease_s=self.lease_s,
+                )
+        except DuplicateKey as exc:
+            if exc.constraint != IDEMPOTENCY_KEY:
+                raise
+            return self.taken(staged, exc)
+        return self.stored(staged, claimed)
+
+    def stage(
+        self, request: TaskRequest, prepared: Prepared, *, parent: ParentCall | None = None, actor: str | None = None
+    ) -> Created | Staged:
+        """The task to store for a prepared request, or the one its idempotency key already
+        names (``Created``, ``existing``). Store it, then ``stored`` (or ``taken`` when a
+        concurrent caller's commit took its idempotency key first)."""
         entry = prepared.entry
         # The request's digest is compared only when its idempotency key or its (parent step,
         # call ordinal) comes back: a plain task does not need one.
@@ -253,21 +286,20 @@ class Engine:
             existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
             if existing is not None:
                 return Created(self._same_request(existing, request, digest), [], existing=True)
-        task = self._new_task(prepared, request.idempotency_key, digest, parent, actor)
-        try:
-            if via is not None:
-                claimed = via.create(task, entry.step_rows)
-            else:
-                claimed = self.store.create_task(
-                    task, entry.step_rows, claim_for=self.worker_id if claim else None, lease_s=self.lease_s
-                )
-        except DuplicateKey as exc:
-            if exc.constraint != IDEMPOTENCY_KEY:
-                raise
-            existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
-            if existing is None:  # the winner's transaction rolled back after all
-                raise
-            return Created(self._same_request(existing, request, digest), [], existing=True)
+        return Staged(request, entry, self._new_task(prepared, request.idempotency_key, digest, parent, actor), digest)
+
+    def taken(self, staged: Staged, error: DuplicateKey) -> Created:
+        """A staged task whose idempotency key another caller's commit took first: that task
+        (when it is the same request), or the DuplicateKey again (its commit rolled back)."""
+        entry, request = staged.entry, staged.request
+        existing = self.store.find_idempotent(entry.namespace, entry.name, request.idempotency_key or "")
+        if existing is None:  # the winner's transaction rolled back after all
+            raise error
+        return Created(self._same_request(existing, request, staged.digest), [], existing=True)
+
+    def stored(self, staged: Staged, claimed: list[Claimed]) -> Created:
+        """A staged task, committed (with the root steps it leased here): its lifecycle events."""
+        task, entry = staged.task, staged.entry
         if claimed:  # the runner needs the task's row: it is the one just stored
             row = TaskRow(task.id, task.namespace, task.name, task.version, task.fingerprint,
                           json.loads(task.context), "in_progress", task.parent_id, task.parent_step)

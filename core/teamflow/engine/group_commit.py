@@ -230,15 +230,64 @@ class _NewTask(Slot):
     error: StoreError | None = None
 
 
+# Called on the committer thread once a submitted task's commit is over: the commit's error
+# (None: committed) and whether the task was stored (False: its idempotency key was taken).
+Committed = Callable[[StoreError | None, bool], None]
+
+
 class TaskCommit:
     """New tasks for the workers (none leased), from any number of callers, stored together.
 
-    Concurrent ``execute_async`` callers (threads, HTTP requests) share one commit.
+    Concurrent ``execute_async`` callers (threads) share one commit, leading in turn
+    (``create``). Callers that must not block (an event loop's requests) ``submit``
+    instead: a committer thread stores everything submitted meanwhile in one commit and
+    calls each task's ``Committed`` after it, so a request holds no thread while it waits.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._batcher: Batcher[_NewTask] = Batcher(self._commit_batch)
+        self._submitted: list[tuple[_NewTask, Committed]] = []
+        self._wake = threading.Condition(threading.Lock())
+        self._committer: threading.Thread | None = None
+        self._closing = False
+
+    def submit(self, task: NewTask, steps: Sequence[StepPlan], committed: Committed) -> None:
+        """Store ``task`` in the committer thread's next commit; ``committed`` is called on that
+        thread once it is over. Refused (StoreError) once ``close`` began."""
+        with self._wake:
+            if self._closing:
+                raise StoreError("the host is closing: no new task is stored")
+            self._submitted.append((_NewTask(task, steps), committed))
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_submitted, name="teamflow-task-commit",
+                                                   daemon=True)
+                self._committer.start()
+            self._wake.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what was submitted, then stop the committer thread."""
+        with self._wake:
+            self._closing = True
+            committer = self._committer
+            self._wake.notify()
+        if committer is not None:
+            committer.join(timeout)
+
+    def _commit_submitted(self) -> None:
+        while True:
+            with self._wake:
+                while not self._submitted and not self._closing:
+                    self._wake.wait()
+                batch, self._submitted = self._submitted, []
+                if not batch:  # closing, and nothing is left
+                    return
+            self._commit_batch([slot for slot, _ in batch])
+            for slot, committed in batch:
+                try:
+                    committed(slot.error, slot.stored)
+                except Exception:  # one caller's answer must not stop the others'
+                    logger.exception("host: answering a stored task failed")
 
     def create(self, task: NewTask, steps: Sequence[StepPlan]) -> list[Claimed]:
         """Store ``task`` in the next commit (``TaskSink``: nothing is leased, so no claims).

@@ -117,6 +117,8 @@ class StoreBase(ABC):
 
     # What each database's class says about itself.
     dialect: ClassVar[str]
+    # reads answer from a local file in microseconds, with no network round trip (SQLite)
+    reads_locally: ClassVar[bool] = False
     now_sql: ClassVar[str]  # the database clock, epoch seconds
     share_sql: ClassVar[str]  # ``{share}``: lock a row read inside a write (PostgreSQL)
     begin_sql: ClassVar[str]

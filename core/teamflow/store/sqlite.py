@@ -109,6 +109,7 @@ _UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
 
 class SqliteStore(Store):
     dialect = "sqlite"
+    reads_locally = True  # WAL: a reader never waits for the writer
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
     share_sql = ""  # one writer at a time: what a write reads cannot change under it
     begin_sql = "BEGIN IMMEDIATE"
