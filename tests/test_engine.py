@@ -530,12 +530,13 @@ def test_fencing_a_worker_whose_lease_was_taken_cannot_write(make_host) -> None:
 
 
 def test_a_lease_is_renewed_while_the_handler_runs(make_host, tmp_path: Path) -> None:
-    """A step running three times longer than its lease keeps it: the other worker, which
-    takes back expired leases, never gets it, and the step runs once."""
+    """A step running two and a half times longer than its lease keeps it: the other worker,
+    which takes back expired leases, never gets it, and the step runs once. (A lease of 1 s:
+    renewed every third of it, a shorter one is lost to a loaded machine's pauses.)"""
     record = tmp_path / "record"
-    holder: Host = make_host(lease_s=0.3)
-    reaper: Host = make_host(lease_s=0.3)
-    task_id = holder.execute_async(req("slow", sleep=1.0, record=str(record)))
+    holder: Host = make_host(lease_s=1.0)
+    reaper: Host = make_host(lease_s=1.0)
+    task_id = holder.execute_async(req("slow", sleep=2.5, record=str(record)))
     holder.start_worker(concurrency=1)
     wait_for(lambda: holder.get_task(task_id).step("one").status == "in_progress")
     reaper.start_worker(concurrency=2)

@@ -209,3 +209,25 @@ def test_graceful_stop_releases_steps_in_hand(tmp_path: Path, sqlite_url: str, r
     assert not any(r[1] == "two" for r in executions(record))
     assert not os.environ.get("TEAMFLOW_DATABASE_URL")
     host.close()
+
+
+def test_a_step_a_worker_cannot_serve_is_said_once_per_version(make_sqlite_host) -> None:
+    """A claimed step whose task this worker's registry does not hold is given back and
+    warned about once per version (and reason), not at every poll."""
+    from loguru import logger
+
+    from teamflow.store.records import Claimed
+
+    host = make_sqlite_host()
+    task_id = host.execute_async(TaskRequest(name="chain", namespace="alpha", version="1.0.0"))
+    runner = host.runner
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="DEBUG")
+    try:
+        for attempt in range(3):
+            runner._unservable(Claimed(10_000 + attempt, task_id, "a", 1), None)
+    finally:
+        logger.remove(sink)
+    said = [(level, text) for level, text in lines if "cannot serve step" in text]
+    assert [level for level, _ in said] == ["WARNING", "DEBUG", "DEBUG"], said
+    assert "task not found" in said[0][1]
