@@ -10,7 +10,6 @@ task, the one-statement read of a task, and the background WAL checkpointer.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import sqlite3
 import threading
@@ -29,8 +28,6 @@ from teamflow.store.records import (
     ChildRecord,
     Claimed,
     Claims,
-    NewTask,
-    StepPlan,
     StepRecord,
     TaskRecord,
     TaskSnapshot,
@@ -69,30 +66,6 @@ def claim_ready(where: str) -> str:
         f"lease_expires_at = {{now}} + ?, started_at = {{now}} WHERE id IN (SELECT id FROM tf_step WHERE {where} "
         "ORDER BY next_attempt_at LIMIT ?) RETURNING id, task_id, name, attempts"
     )
-
-
-# New tasks for the workers, all of a commit in one statement per table: the rows arrive as
-# one JSON array (one parameter, one statement text, one trip through the driver and one
-# release of the GIL however many tasks a commit carries). A key already taken leaves its
-# task out (``WHERE true`` keeps ON CONFLICT from being read as part of the join).
-INSERT_PENDING_TASKS = (
-    "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
-    "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, created_at, updated_at) "
-    "SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(6)) + ", 'pending', "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(6, 13))
-    + ", {now}, {now} FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
-)
-# ... and their steps (a task left out has no row to join: its steps are left out too).
-INSERT_PENDING_STEPS = (
-    "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, retryable, "
-    "next_attempt_at, ready_at) "
-    "SELECT json_extract(s.value, '$[0]'), json_extract(s.value, '$[1]'), t.namespace, json_extract(s.value, '$[2]'), "
-    "'pending', json_extract(s.value, '$[3]'), 0, json_extract(s.value, '$[4]'), json_extract(s.value, '$[5]'), "
-    "{now}, CASE WHEN json_extract(s.value, '$[3]') = 0 THEN {now} END "
-    "FROM json_each(?) AS s JOIN tf_task AS t ON t.id = json_extract(s.value, '$[0]')"
-)
-NEW_TASKS_STORED = "SELECT id FROM tf_task WHERE id IN (SELECT value FROM json_each(?))"
-_rows_json = json.JSONEncoder(separators=(",", ":")).encode  # ASCII: any text survives the trip
 
 
 @functools.lru_cache(maxsize=32)
@@ -209,34 +182,6 @@ class SqliteStore(Store):
             if index.unique and list(index.columns) == wanted:
                 return DuplicateKey(index.name, str(exc))
         return DuplicateKey(f"{table}({', '.join(wanted)})", str(exc))
-
-    def create_tasks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
-        """Store tasks for the workers in one transaction (a statement per table, whatever
-        their number); returns the ids stored. A task whose idempotency key already names
-        another task is left out, steps and history included."""
-        tasks = [
-            (t.id, t.namespace, t.name, t.version, t.fingerprint, t.context, len(steps), t.parent_id, t.parent_step,
-             t.parent_attempt, t.call_ordinal, t.idempotency_key, t.request_hash)
-            for t, steps in items
-        ]
-        with self.tx():
-            self.execute(INSERT_PENDING_TASKS, (_rows_json(tasks),))
-            keyed = [t.id for t, _ in items if t.idempotency_key is not None]
-            stored = {t.id for t, _ in items if t.idempotency_key is None}
-            if keyed:
-                stored.update(r[0] for r in self.execute(NEW_TASKS_STORED, (_rows_json(keyed),)).fetchall())
-            steps = [
-                (t.id, step.name, t.route, step.deps, step.max_attempts, step.retryable)
-                for t, plan in items
-                if t.id in stored
-                for step in plan
-            ]
-            if steps:
-                self.execute(INSERT_PENDING_STEPS, (_rows_json(steps),))
-            self._transition([(t.id, None, None, "pending", None, t.actor, t.detail) for t, _ in items if t.id in stored])
-            if stored:
-                self.notify()
-        return stored
 
     def _insert_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
         # The history is keyed by (task, id): the id is the time in nanoseconds, made

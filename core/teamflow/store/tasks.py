@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from teamflow.store.base import StoreBase
@@ -54,6 +54,36 @@ INSERT_TASK = (
     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})"
 )
 
+# A new task for the workers; an idempotency key that already names a task leaves it out.
+_PENDING_TASK = (
+    "INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, "
+    "parent_id, parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, "
+    "created_at, updated_at) VALUES "
+)
+_PENDING_TASK_ROW = "(?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, {now}, {now})"
+_PENDING_STEP = (
+    "INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, "
+    "retryable, next_attempt_at, ready_at) VALUES "
+)
+_PENDING_STEP_ROW = "(?, ?, ?, ?, 'pending', ?, 0, ?, ?, {now}, CASE WHEN ? = 0 THEN {now} END)"
+# Rows per statement of ``create_tasks``: one statement (one trip through the driver, and one
+# release of the GIL) per chunk instead of one per row; each count is a statement of its
+# own in every connection's statement cache, hence the bound.
+ROWS_PER_INSERT = 32
+
+
+@functools.lru_cache(maxsize=2 * ROWS_PER_INSERT)
+def insert_pending_tasks(rows: int) -> str:
+    """New tasks for the workers, ``rows`` of them (a key already taken leaves its row out)."""
+    return _PENDING_TASK + ", ".join([_PENDING_TASK_ROW] * rows) + " ON CONFLICT DO NOTHING"
+
+
+@functools.lru_cache(maxsize=2 * ROWS_PER_INSERT)
+def insert_pending_steps(rows: int) -> str:
+    """The steps of new tasks for the workers, ``rows`` of them."""
+    return _PENDING_STEP + ", ".join([_PENDING_STEP_ROW] * rows)
+
+
 # One row per new step, by kind: leased (a root the creating worker runs at once), ready
 # (a root left to the workers) or pending (it waits for its dependencies).
 _STEP_VALUES = {
@@ -72,6 +102,18 @@ def insert_steps(kinds: tuple[str, ...]) -> str:
         + ", ".join(_STEP_VALUES[k] for k in kinds)
         + " RETURNING id, name, status"
     )
+
+
+def _task_row(task: NewTask, steps: int) -> tuple[Any, ...]:
+    return (
+        task.id, task.namespace, task.name, task.version, task.fingerprint, task.context, steps, task.parent_id,
+        task.parent_step, task.parent_attempt, task.call_ordinal, task.idempotency_key, task.request_hash,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def task_ids_in(n: int) -> str:
+    return f"SELECT id FROM tf_task WHERE id IN ({','.join('?' * n)})"
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,13 +150,40 @@ class Tasks(StoreBase):
         with self.tx():
             return self.insert_task(task, steps, claim_for=claim_for, lease_s=lease_s)
 
-    @abstractmethod
     def create_tasks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
         """Store tasks for the workers in one transaction; returns the ids stored.
 
         A task whose idempotency key already names another task is left out (it is not
         among the ids returned: its caller re-reads the one that holds the key).
         """
+        with self.tx():
+            self._insert_rows(insert_pending_tasks, [_task_row(task, len(steps)) for task, steps in items])
+            keyed = [task.id for task, _ in items if task.idempotency_key is not None]
+            stored = {task.id for task, _ in items if task.idempotency_key is None}
+            for start in range(0, len(keyed), 500):
+                chunk = keyed[start : start + 500]
+                stored.update(r[0] for r in self.execute(task_ids_in(len(chunk)), chunk).fetchall())
+            self._insert_rows(
+                insert_pending_steps,
+                [
+                    (task.id, step.name, task.namespace, task.route, step.deps, step.max_attempts, step.retryable,
+                     step.deps)
+                    for task, steps in items
+                    if task.id in stored
+                    for step in steps
+                ],
+            )
+            self._transition([(task.id, None, None, "pending", None, task.actor, task.detail)
+                              for task, _ in items if task.id in stored])
+            if stored:
+                self.notify()
+        return stored
+
+    def _insert_rows(self, statement: Callable[[int], str], rows: Sequence[tuple[Any, ...]]) -> None:
+        """``rows`` by ``statement(count)``, ROWS_PER_INSERT rows a statement."""
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            self.execute(statement(len(chunk)), [value for row in chunk for value in row])
 
     def insert_task(
         self, task: NewTask, steps: Sequence[StepPlan], *, claim_for: str | None, lease_s: float
