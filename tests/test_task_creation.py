@@ -232,3 +232,54 @@ def test_close_commits_what_was_submitted_then_refuses(make_host) -> None:
     assert ids <= {t.id for t in host.store.list_tasks(TaskFilter(), 500)}
     with pytest.raises(StoreError, match="closing"):
         host.submit(req("chain"))
+
+
+def test_the_sqlite_watch_rests_while_its_worker_is_not_hungry(tmp_path: Path) -> None:
+    """This process's own commits change data_version too: a busy worker is not woken for them."""
+    import sqlite3
+
+    from teamflow.store.sqlite import SqliteStore
+
+    path = tmp_path / "watched.db"
+    store = SqliteStore(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE t (x INTEGER)")
+    woken: list[bool] = []
+    hungry = threading.Event()
+    stop = store.watch(woken.append, hungry.is_set)
+    try:
+        time.sleep(0.05)
+        for i in range(20):
+            other.execute("INSERT INTO t VALUES (?)", (i,))
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert woken == []  # not hungry: no wake-up, however often the file changed
+        hungry.set()
+        other.execute("INSERT INTO t VALUES (99)")
+        wait_for(lambda: woken, 2, "a wake-up once hungry", every=0.002)
+    finally:
+        stop()
+        other.close()
+        store.close()
+
+
+def test_a_busy_worker_claims_in_batches_not_a_few_at_a_time(make_sqlite_host, monkeypatch) -> None:
+    """Woken while its queue is above the refill mark (its own commits, a NOTIFY), a worker
+    claims nothing; its threads ask when the queue runs low, for at least half a queue."""
+    host = make_sqlite_host(poll_interval_s=30.0)  # only wake-ups claim: no timer tops the queue up
+    ids = [host.execute_async(req("chain", n=i)) for i in range(300)]
+    limits: list[int] = []
+    real = host.store.claim
+
+    def counting(worker, lease_s, limit, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("routes") is not None:
+            limits.append(limit)
+        return real(worker, lease_s, limit, **kwargs)
+
+    monkeypatch.setattr(host.store, "claim", counting)
+    host.start_worker(concurrency=8)
+    wait_for(lambda: all(t.status == "completed" for t in host.store.list_tasks(TaskFilter(), 1000)), 60,
+             "300 chains")
+    assert len(ids) == 300
+    backlogged = limits[:-3]  # the last claims find the backlog gone and ask for what idle threads take
+    assert backlogged and min(backlogged) >= 4, limits  # never fewer than half the queue (concurrency 8)

@@ -60,12 +60,16 @@ def encode(value: Any, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> str:
     (a lone surrogate such as ``"\\ud800"``), nesting deeper than ``max_depth``, and more
     than ``max_bytes`` of UTF-8.
     """
-    if _depth(value, max_depth) > max_depth:
-        raise Unstorable(f"nested more than {max_depth} levels deep (the limit)")
     try:
         text = _ENCODE(value)
+    except RecursionError:
+        raise Unstorable(f"nested more than {max_depth} levels deep (the limit)") from None
     except (TypeError, ValueError) as exc:  # not JSON, NaN, an integer past Python's digit limit
         raise Unstorable(f"not JSON: {exc}") from None
+    # Nesting needs an opening bracket per level: text with few brackets (most values) is
+    # not walked.
+    if text.count("[") + text.count("{") > max_depth and _depth(value, max_depth) > max_depth:
+        raise Unstorable(f"nested more than {max_depth} levels deep (the limit)")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:

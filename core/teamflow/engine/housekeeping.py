@@ -145,7 +145,10 @@ class Housekeeping:
         # idle worker (every worker hears every NOTIFY), and this worker's first thread to
         # run out of work asks again (``backlog`` stays set).
         want = work.free() + (self._concurrency if work.backlog else 0)
-        if want <= 0:
+        if want <= 0 or (not polling and not work.hungry()):
+            # Woken while enough is queued (a NOTIFY, a commit the watcher saw, this loop's
+            # own kick after a full claim): claiming a few more would cost a commit for
+            # little; the step threads ask again when the queue runs low.
             work.backlog = True
             self._overflow(now, kick)
             return next_poll

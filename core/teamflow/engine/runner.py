@@ -60,7 +60,7 @@ class Runner:
         poll_interval_s: float = 1.0,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
-        watch: Callable[[Callable[[bool], None]], Callable[[], None] | None] | None = None,
+        watch: Callable[[Callable[[bool], None], Callable[[], bool]], Callable[[], None] | None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -69,7 +69,7 @@ class Runner:
         self.namespaces: Collection[str] = frozenset(
             ns for ns in registry.namespaces if namespaces is None or ns in namespaces
         )
-        self.work = Work(TaskCache(), events, worker_mode=worker_mode)
+        self.work = Work(TaskCache(), events, worker_mode=worker_mode, concurrency=self.concurrency)
         self.executor = StepExecutor(
             store,
             registry,
@@ -112,7 +112,7 @@ class Runner:
             self._threads.append(thread)
         self.housekeeping.start()
         if self._watch is not None:
-            self._unwatch = self._watch(self.wake)
+            self._unwatch = self._watch(self.wake, self.work.hungry)
 
     def wake(self, urgent: bool = True) -> None:
         """Work may be ready (a new task, a NOTIFY): claim soon (see ``Work.wake``)."""
@@ -176,8 +176,8 @@ class Runner:
     def _step_thread(self) -> None:
         work = self.work
         while True:
-            if self.worker_mode and work.backlog and not work.queue:
-                work.wake()  # a thread ran out of work and more is ready: claim now, not at the next poll
+            if self.worker_mode and work.running_low():
+                work.wake()  # the queue runs low and more is ready: claim now, not at the next poll
             with work.mutex:
                 while not work.queue and not work.stopping:
                     work.idle += 1

@@ -29,7 +29,7 @@ class Running:
 
 
 class Work:
-    def __init__(self, cache: TaskCache, events: Events, *, worker_mode: bool) -> None:
+    def __init__(self, cache: TaskCache, events: Events, *, worker_mode: bool, concurrency: int = 1) -> None:
         self.cache = cache
         self.events = events
         self.worker_mode = worker_mode
@@ -49,6 +49,10 @@ class Work:
         self.kick = worker_mode  # worker mode claims at once on start
         self.urgent = worker_mode
         self.backlog = worker_mode  # ready work may be left: a thread out of work asks for more
+        # Claims queued beyond the idle threads below which a backlogged worker claims more:
+        # topping up a few at a time would cost a commit each (and on SQLite every commit
+        # wakes this worker's own watcher).
+        self.refill_at = max(1, concurrency // 2)
         self.timers: list[tuple[float, str]] = []
 
     # -- handing work to the step threads -------------------------------------------------
@@ -75,6 +79,14 @@ class Work:
                     del self.queue[i]
                     return queued
             return None
+
+    def running_low(self) -> bool:
+        """More ready work is likely and the queue is below its refill mark: claim more now."""
+        return self.backlog and len(self.queue) < self.refill_at
+
+    def hungry(self) -> bool:
+        """Would a wake-up claim more? Not while a backlog keeps the queue above its mark."""
+        return not self.backlog or len(self.queue) - self.idle < self.refill_at
 
     def free(self) -> int:
         """Idle step threads not yet promised a queued claim."""

@@ -537,10 +537,11 @@ class PostgresStore(Store):
 
     # -- waking workers -----------------------------------------------------------------
 
-    def watch(self, wake: Wake) -> Callable[[], None]:
+    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None]:
         """LISTEN on a dedicated autocommit connection (a pooled one would miss notifications);
         after a reconnect, LISTEN again and wake once, so a notification lost while
-        disconnected costs one poll, not a stuck task."""
+        disconnected costs one poll, not a stuck task. (A notification costs nothing until it
+        comes: ``hungry`` is not needed here.)"""
         stopped = threading.Event()
         thread = threading.Thread(target=self._listen, args=(wake, stopped), name="teamflow-listen", daemon=True)
         thread.start()

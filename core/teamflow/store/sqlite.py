@@ -204,20 +204,23 @@ class SqliteStore(Store):
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
-    def watch(self, wake: Wake) -> Callable[[], None]:
+    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None]:
         """Wake the workers within milliseconds of another connection's commit.
 
         ``PRAGMA data_version`` changes when any other connection (of this process or
         another) commits; reading it costs a look at the WAL index in shared memory, no
         disk I/O. The watcher reads it every millisecond after a change, backing off to
         every ``WATCH_IDLE_S`` while nothing changes, so an idle worker costs next to no CPU.
+        While its worker is not ``hungry`` (enough claims queued) it rests: this process's
+        own commits change the version too, and a wake for each would cost the busy worker
+        a look at its queue every millisecond (its step threads ask when the queue runs low).
         """
         stopped = threading.Event()
-        thread = threading.Thread(target=self._watch, args=(wake, stopped), name="teamflow-watch", daemon=True)
+        thread = threading.Thread(target=self._watch, args=(wake, hungry, stopped), name="teamflow-watch", daemon=True)
         thread.start()
         return stopped.set
 
-    def _watch(self, wake: Wake, stopped: threading.Event) -> None:
+    def _watch(self, wake: Wake, hungry: Callable[[], bool] | None, stopped: threading.Event) -> None:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -227,6 +230,9 @@ class SqliteStore(Store):
         pause = WATCH_BUSY_S
         try:
             while not stopped.wait(pause):
+                if hungry is not None and not hungry():
+                    pause = WATCH_IDLE_S
+                    continue
                 try:
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
                 except sqlite3.Error:  # busy or gone for a moment: the poll still runs

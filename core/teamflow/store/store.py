@@ -41,7 +41,9 @@ class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore, Rollouts):
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def watch(self, wake: Wake) -> Callable[[], None] | None:
+    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None] | None:
         """Call ``wake`` (from a thread of its own) when another process makes work ready;
-        returns what stops watching, or None when this database offers no such signal."""
+        returns what stops watching, or None when this database offers no such signal.
+        ``hungry`` says whether the watcher's worker would take more work now (a watcher that
+        polls can rest while it would not)."""
         return None
