@@ -70,8 +70,8 @@ def encode(value: Any, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> str:
     # not walked.
     if text.count("[") + text.count("{") > max_depth and _depth(value, max_depth) > max_depth:
         raise Unstorable(f"nested more than {max_depth} levels deep (the limit)")
-    try:
-        size = len(text.encode("utf-8"))
+    try:  # ASCII text (most results) is its own size and holds no lone surrogate
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise Unstorable(f"holds text that is not valid Unicode ({exc.reason} at character {exc.start})") from None
     if size > max_bytes:
