@@ -231,3 +231,25 @@ def test_a_step_a_worker_cannot_serve_is_said_once_per_version(make_sqlite_host)
     said = [(level, text) for level, text in lines if "cannot serve step" in text]
     assert [level for level, _ in said] == ["WARNING", "DEBUG", "DEBUG"], said
     assert "task not found" in said[0][1]
+
+
+def test_a_notify_wakes_only_a_worker_that_would_act_on_it(make_sqlite_host) -> None:
+    """Every worker hears every NOTIFY; only the group's leader, or a worker with a backlog
+    and room in its queue, wakes its housekeeping for one. An overflow (urgent) wakes all."""
+    host = make_sqlite_host()
+    runner = host._make_runner(concurrency=4, namespaces=None, worker_mode=True)  # not started
+    work, house = runner.work, runner.housekeeping
+
+    def woken(urgent: bool, *, leading: bool, backlog: bool, queued: int = 0) -> bool:
+        house._leading, work.backlog, work.kick = leading, backlog, False
+        work.queue.clear()
+        work.queue.extend([object()] * queued)  # type: ignore[list-item]
+        runner.wake(urgent)
+        return work.kick
+
+    assert not woken(False, leading=False, backlog=False)  # another worker's business
+    assert woken(True, leading=False, backlog=False)  # overflow: the leader asks everyone
+    assert woken(False, leading=True, backlog=False)  # the leader takes new work
+    assert woken(False, leading=False, backlog=True, queued=1)  # its queue has room
+    assert not woken(False, leading=False, backlog=True, queued=4)  # enough queued already
+    assert woken(False, leading=True, backlog=True, queued=4)  # the leader wakes the others when full

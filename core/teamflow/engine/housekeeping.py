@@ -167,6 +167,14 @@ class Housekeeping:
                 next_poll = now + due
         return next_poll
 
+    def heeds(self, urgent: bool) -> bool:
+        """Would a wake-up make ``_poll`` act? A NOTIFY (not ``urgent``) is for the group's
+        leader, or for a worker with a backlog and room in its queue; every worker hears
+        every NOTIFY, and waking the others' housekeeping for nothing cost CPU that the
+        callers creating the tasks needed (4 workers were slower than 2)."""
+        work = self._work
+        return urgent or self._leading or (work.backlog and work.hungry())
+
     def _overflow(self, now: float, woken: bool) -> None:
         """A leader woken for more than it can take asks every worker to help (at most every
         OVERFLOW_S)."""

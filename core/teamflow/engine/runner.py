@@ -115,8 +115,10 @@ class Runner:
             self._unwatch = self._watch(self.wake, self.work.hungry)
 
     def wake(self, urgent: bool = True) -> None:
-        """Work may be ready (a new task, a NOTIFY): claim soon (see ``Work.wake``)."""
-        self.work.wake(urgent)
+        """Work may be ready (a new task, a NOTIFY): claim soon (see ``Work.wake``), unless
+        housekeeping would do nothing with it (``Housekeeping.heeds``)."""
+        if self.housekeeping.heeds(urgent):
+            self.work.wake(urgent)
 
     def create(self, task: NewTask, steps: Sequence[StepRow]) -> list[Claimed]:
         """Store a new task with its roots leased here, in the next group commit (``TaskSink``)."""
