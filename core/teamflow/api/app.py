@@ -242,7 +242,7 @@ async def strict_query(request: Request[Any, Any, Any]) -> None:
 # -- access ----------------------------------------------------------------------------------
 
 T = TypeVar("T")
-CALLER = "teamflow_caller"  # where the guard leaves the request's Caller (ASGI scope)
+CALLER = "teamflow_caller"  # where ``checked`` leaves the request's Caller (ASGI scope)
 UNAUTHENTICATED = (
     "this route needs the header 'Authorization: Bearer <token>' with a valid token (none, unknown, revoked and "
     "expired tokens are all refused alike): ask an admin for one (`teamflow tokens create`)"
@@ -314,12 +314,12 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], scope: str |
     return Caller(principal.actor, principal, address)
 
 
-def provide_caller(request: Request[Any, Any, Any], host: Host) -> Caller:
-    """The guard's Caller. It names ``host`` (unused) so that Litestar resolves the two
+def provide_caller(request: Request[Any, Any, Any], host: NamedDependency[Host]) -> Caller:
+    """The Caller ``checked`` left. It names ``host`` (unused) so that Litestar resolves the two
     dependencies one after the other: two independent ones cost a task group per request."""
     del host
     caller = request.scope.get(CALLER)
-    if not isinstance(caller, Caller):  # a route without a guard: no token was asked for
+    if not isinstance(caller, Caller):  # a route that asks for no token
         return Caller("anonymous", None, request.client.host if request.client else None)
     return caller
 

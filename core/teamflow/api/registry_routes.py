@@ -2,7 +2,7 @@
 document ``teamflow registry export`` writes and ``teamflow check --against`` reads.
 
 Definitions are readable by any valid token (callers need providers' schemas): ``app.py``
-adds ``ROUTES`` under a router that guards them so.
+adds ``ROUTES`` under a router whose option (``needs(None)``) asks for one.
 """
 
 from __future__ import annotations
