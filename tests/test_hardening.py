@@ -395,3 +395,18 @@ def test_fuzz_every_generated_context_is_refused_in_shape_or_stored_readable(mak
         assert json.loads(encode_view(view))["id"] == task_id
 
     check()
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 5_000])  # walked; past Python's own recursion limit
+def test_a_value_nested_too_deep_is_refused_however_deep(levels: int) -> None:
+    from teamflow.limits import Unstorable, encode
+
+    nested: Any = "leaf"
+    for _ in range(levels):
+        nested = [nested]
+    with pytest.raises(Unstorable, match=f"nested more than {MAX_DEPTH} levels"):
+        encode(nested, max_bytes=10**9)
+    shallow: Any = "[{" * 40  # brackets inside text are not nesting
+    for _ in range(MAX_DEPTH):
+        shallow = {"k": shallow}
+    assert encode(shallow, max_bytes=10**9).count("{") > MAX_DEPTH

@@ -53,6 +53,10 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _too_deep(max_depth: int) -> Unstorable:
+    return Unstorable(f"nested more than {max_depth} levels deep (the limit)")
+
+
 def encode(value: Any, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> str:
     """``value`` as strict JSON text that reads back as itself; Unstorable saying why not.
 
@@ -63,13 +67,13 @@ def encode(value: Any, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> str:
     try:
         text = _ENCODE(value)
     except RecursionError:
-        raise Unstorable(f"nested more than {max_depth} levels deep (the limit)") from None
+        raise _too_deep(max_depth) from None
     except (TypeError, ValueError) as exc:  # not JSON, NaN, an integer past Python's digit limit
         raise Unstorable(f"not JSON: {exc}") from None
     # Nesting needs an opening bracket per level: text with few brackets (most values) is
     # not walked.
     if text.count("[") + text.count("{") > max_depth and _depth(value, max_depth) > max_depth:
-        raise Unstorable(f"nested more than {max_depth} levels deep (the limit)")
+        raise _too_deep(max_depth)
     try:  # ASCII text (most results) is its own size and holds no lone surrogate
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:

@@ -134,10 +134,7 @@ class Housekeeping:
         polling = now >= next_poll
         if not kick and not polling:
             return next_poll
-        if not (polling or urgent or work.backlog or self._leading):
-            # Every worker hears every NOTIFY; the leader of the group takes the new work, so
-            # that one worker's steps share commits instead of many workers' claims finding
-            # nothing. It wakes the others when it cannot take it all (``overflow``).
+        if not polling and not self.heeds(urgent):
             return next_poll
         next_poll = now + self.poll_interval_s
         # Claim what idle threads can start now, and, while there is a backlog, one more
@@ -168,9 +165,11 @@ class Housekeeping:
         return next_poll
 
     def heeds(self, urgent: bool) -> bool:
-        """Would a wake-up make ``_poll`` act? A NOTIFY (not ``urgent``) is for the group's
-        leader, or for a worker with a backlog and room in its queue; every worker hears
-        every NOTIFY, and waking the others' housekeeping for nothing cost CPU that the
+        """Would a wake-up make ``_poll`` act? Every worker hears every NOTIFY (not
+        ``urgent``); the leader of the group takes the new work, so that one worker's steps
+        share commits instead of many workers' claims finding nothing, and wakes the others
+        when it cannot take it all (``overflow``). A worker with a backlog and room in its
+        queue takes more too. Waking the others' housekeeping for nothing cost CPU that the
         callers creating the tasks needed (4 workers were slower than 2)."""
         work = self._work
         return urgent or self._leading or (work.backlog and work.hungry())
