@@ -153,6 +153,16 @@ def test_item_3_a_five_thousand_digit_version_is_a_4xx_everywhere(client: httpx.
     assert run.returncode == 2 and "at most 256" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+def test_item_3_a_key_no_database_can_store_is_a_422_and_stores_nothing(client: httpx.Client) -> None:
+    before = client.get("/tasks").json()["tasks"]
+    for body in (alpha("chain", idempotency_key="k\u0000"), [alpha("chain"), alpha("chain", idempotency_key="\ud800")]):
+        path = "/workflows/execute" if isinstance(body, dict) else "/workflows/execute/batch"
+        response = post(client, body if isinstance(body, dict) else {"requests": body}, path)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "invalid_key" and "idempotency key" in response.json()["detail"]
+    assert client.get("/tasks").json()["tasks"] == before
+
+
 class _AbsurdVersions:
     @hookimpl
     def teamflow_namespaces(self) -> list[Any]:

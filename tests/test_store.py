@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -176,6 +177,24 @@ def test_task_ids_are_uuid7_in_creation_order() -> None:
     assert len(set(ids)) == len(ids)
     stamps = [uuid.UUID(i).int >> 80 for i in ids]  # the 48-bit millisecond prefix
     assert stamps == sorted(stamps)
+
+
+def test_a_forked_process_draws_task_ids_of_its_own() -> None:
+    """Random bits are read ahead in batches; a child forked with some left must not reuse
+    them, or parent and child would make the same ids in the same millisecond."""
+    new_task_id()  # the parent now holds bits read ahead
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(write, "".join(new_task_id()[14:] for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 4096).decode()
+    os.close(read)
+    ours = "".join(new_task_id()[14:] for _ in range(20))  # the random part, past the clock's digits
+    assert len(theirs) == len(ours) and theirs != ours
+    assert not {theirs[i : i + 22] for i in range(0, len(theirs), 22)} & {ours[i : i + 22] for i in range(0, len(ours), 22)}
 
 
 class _Gate:

@@ -14,14 +14,16 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import install_test_plugins, req, wait_for
 from flows import AlphaPlugin, BetaPlugin
 
 from teamflow import Host, TaskRequest
-from teamflow.errors import ContextInvalid, IdempotencyConflict, StoreError, VersionNotFound
-from teamflow.store.records import TaskFilter
+from teamflow.engine.engine import new_task_id
+from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidKey, StoreError, VersionNotFound
+from teamflow.store.records import ExistingTask, NewTask, TaskFilter
 
 
 def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
@@ -88,8 +90,13 @@ def test_execute_many_holds_idempotency_keys_per_item(make_host) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "error"),
-    [(req("chain", version="9.9.9"), VersionNotFound), (req("schema", amount="x"), ContextInvalid)],
-    ids=["unknown version", "context refused"],
+    [
+        (req("chain", version="9.9.9"), VersionNotFound),
+        (req("schema", amount="x"), ContextInvalid),
+        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k\x00-1"), InvalidKey),
+        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k-\udc80"), InvalidKey),
+    ],
+    ids=["unknown version", "context refused", "NUL in the key", "a lone surrogate in the key"],
 )
 def test_one_bad_item_refuses_the_whole_batch_and_names_it(make_host, bad, error) -> None:
     host = make_host()
@@ -97,6 +104,54 @@ def test_one_bad_item_refuses_the_whole_batch_and_names_it(make_host, bad, error
         host.execute_many([req("chain"), req("chain"), bad])
     assert caught.value.facts["index"] == 2 and caught.value.detail.startswith("item 2: ")
     assert host.store.list_tasks(TaskFilter(), 10) == []
+
+
+def test_a_key_no_database_can_store_is_refused_the_same_on_both(make_host) -> None:
+    """PostgreSQL text holds no NUL: such a key was a raw ValueError there (a 500 over HTTP)."""
+    host = make_host()
+    for key, says in (("a\x00b", "NUL character (U+0000) at character 1"), ("\ud800", "not valid Unicode")):
+        with pytest.raises(InvalidKey) as caught:
+            host.execute_async(TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key=key))
+        assert caught.value.status == 422 and says in caught.value.detail
+    assert host.store.list_tasks(TaskFilter(), 10) == []
+
+
+def test_every_field_of_a_new_task_is_stored_as_given(make_host) -> None:
+    """Both PostgreSQL creation statements (with keys and without) and SQLite's store a task,
+    its steps and its first transition field for field; a key taken already is left out."""
+    host = make_host()
+    entry = host.registry.resolve("alpha", "chain", "1.0.0")
+    plan = entry.step_rows
+    context = '{"n": "\u00e9\\u0000 \\"q\\""}'  # stored as given: non-ASCII, escapes, quotes
+
+    def task(key: str | None, **links: Any) -> NewTask:
+        return NewTask(new_task_id(), "alpha", "chain", "1.0.0", entry.fingerprint, entry.route, context,
+                       idempotency_key=key,
+                       request_hash="h" if key else None, actor="token:t", detail="why", **links)
+
+    parent = task(None)
+    child = task(None, parent_id=parent.id, parent_step="s", parent_attempt=2, call_ordinal=3)
+    keyed, taken, beside = task("k-1"), task("k-1"), task(None)
+    assert host.store.create_tasks([(parent, plan), (child, plan)]) == {parent.id, child.id}
+    assert host.store.create_tasks([(keyed, plan)]) == {keyed.id}
+    assert host.store.create_tasks([(taken, plan), (beside, plan)]) == {beside.id}
+    for new in (child, keyed, beside):
+        snap = host.store.snapshot(new.id, history=True)
+        assert snap is not None
+        row = snap.task
+        assert (row.namespace, row.name, row.version, row.fingerprint, row.context, row.status) == (
+            "alpha", "chain", "1.0.0", entry.fingerprint, context, "pending")
+        assert (row.idempotency_key, row.request_hash) == (new.idempotency_key, new.request_hash)
+        assert [(s.name, s.status, s.attempts, s.max_attempts) for s in snap.steps] == [
+            (p.name, "pending", 0, p.max_attempts) for p in plan]
+        [first] = snap.transitions
+        assert (first.step, first.from_status, first.to_status, first.actor, first.detail) == (
+            None, None, "pending", "token:t", "why")
+    assert host.store.find_idempotent("alpha", "chain", "k-1") == ExistingTask(keyed.id, "h")
+    assert [(c.id, c.parent_step, c.call_ordinal) for c in host.store.children(parent.id)] == [(child.id, "s", 3)]
+    assert host.store.snapshot(taken.id) is None
+    host.start_worker(concurrency=4)
+    assert host.wait(beside.id, timeout=30).status == "completed"  # the roots are ready, the rest wait on them
 
 
 def test_a_task_is_read_in_one_statement(make_host, monkeypatch: pytest.MonkeyPatch) -> None:

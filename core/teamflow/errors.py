@@ -112,6 +112,13 @@ class TooLong(TeamflowError):
     status = 422
 
 
+class InvalidKey(TeamflowError):
+    """An identifier holding what no database stores as text: a NUL character, a lone surrogate."""
+
+    code = "invalid_key"
+    status = 422
+
+
 class VersionTooLong(InvalidVersion):
     code = "too_long"
     status = 422

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from teamflow import refs, versions
-from teamflow.errors import ContextInvalid, TooLarge, TooLong
+from teamflow.errors import ContextInvalid, InvalidKey, TooLarge, TooLong
 
 MAX_NAME = refs.MAX_NAME  # characters of a namespace, workflow or step name
 MAX_VERSION = versions.MAX_VERSION  # characters of a version or a version constraint
@@ -107,3 +107,21 @@ def check_length(value: Any, what: str, limit: int) -> None:
     """A bounded identifier (an idempotency key, say): at most ``limit`` characters."""
     if isinstance(value, str) and len(value) > limit:
         raise TooLong(f"{what} is {len(value)} characters long; at most {limit} are allowed", limit=limit)
+
+
+def check_key(value: str | None, what: str, limit: int) -> None:
+    """A key stored as text: at most ``limit`` characters, none of them a NUL (PostgreSQL
+    text cannot hold one) or a lone surrogate (not Unicode), the same on every database."""
+    if not isinstance(value, str):
+        return
+    check_length(value, what, limit)
+    if value.isascii() and "\x00" not in value:
+        return
+    if "\x00" in value:
+        raise InvalidKey(f"{what} holds a NUL character (U+0000) at character {value.index(chr(0))}; "
+                         "use printable text", limit=limit)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKey(f"{what} holds text that is not valid Unicode ({exc.reason} at character {exc.start}); "
+                         "use printable text", limit=limit) from None

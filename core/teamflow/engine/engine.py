@@ -32,7 +32,7 @@ from teamflow.errors import (
     TooLarge,
     WorkflowNotFound,
 )
-from teamflow.limits import MAX_KEY, MAX_RESULT_BYTES, Unstorable, check_length, context_json, encode
+from teamflow.limits import MAX_KEY, MAX_RESULT_BYTES, Unstorable, check_key, context_json, encode
 from teamflow.models import TERMINAL, NamespacePolicy, StepResult, TaskRequest, TaskResult
 from teamflow.registry import Registry, StepRow, WorkflowEntry
 from teamflow.registry.published import PublishedEntry, published_policy, resolve_published
@@ -67,6 +67,23 @@ def _exact(version: str) -> bool:
     return True
 
 
+# Random bits for task ids, read from the OS 256 ids at a time: os.urandom releases the
+# GIL, and a caller thread that gives it up per id waits for it behind the other threads.
+# ``list.pop`` is atomic under the GIL; a forked child starts with none of its parent's.
+_RANDOM: list[int] = []
+_RANDOM_BATCH = 256
+os.register_at_fork(after_in_child=_RANDOM.clear)
+
+
+def _random80() -> int:
+    try:
+        return _RANDOM.pop()
+    except IndexError:
+        data = os.urandom(10 * _RANDOM_BATCH)
+        _RANDOM.extend(int.from_bytes(data[i : i + 10], "big") for i in range(0, len(data), 10))
+        return _RANDOM.pop()
+
+
 def new_task_id() -> str:
     """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
 
@@ -74,7 +91,7 @@ def new_task_id() -> str:
     keyed by task id instead of at a random page.
     """
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 12 for rand_a, 62 for rand_b
+    rand = _random80()  # 80 random bits: 12 for rand_a, 62 for rand_b
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & (2**62 - 1)
     h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the UUID
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -214,7 +231,7 @@ class Engine:
         ``parent_key``: a child's (parent id, step, call ordinal), its rollout key."""
         if not isinstance(request.context, dict):
             raise ContextInvalid("context must be a JSON object", field="$")
-        check_length(request.idempotency_key, "the idempotency key", MAX_KEY)
+        check_key(request.idempotency_key, "the idempotency key", MAX_KEY)
         entry, policy = self.lookup(request)
         task_id = new_task_id()
         entry, rollout = self._rolled_out(request, entry, request.idempotency_key or parent_key or task_id)

@@ -149,38 +149,47 @@ UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL,
 """
 
 # New tasks for the workers, their steps, their history and one NOTIFY: one statement.
-# A task whose idempotency key already names another one is left out, with its steps.
-# (The NOTIFY is selected: a CTE that nothing reads is never run.)
-CREATE = """
-WITH t AS (
-    INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, parent_id,
+# The batch travels as two JSON documents (tasks, steps): psycopg2 quotes one string
+# much faster than it builds two dozen ARRAY literals, and the server parses it faster.
+TASKS_JSON = """json_to_recordset(?::json) AS x(id text, namespace text, name text, version text, fingerprint text,
+    context text, steps_left int, parent_id text, parent_step text, parent_attempt int, call_ordinal int,
+    idempotency_key text, request_hash text, actor text, detail text)"""
+STEPS_JSON = """json_to_recordset(?::json) AS y(task_id text, name text, namespace text, route text, deps int,
+    max_attempts int, retryable boolean)"""
+INSERT_TASKS = """INSERT INTO tf_task (id, namespace, name, version, fingerprint, context, status, steps_left, parent_id,
         parent_step, parent_attempt, call_ordinal, idempotency_key, request_hash, created_at, updated_at)
     SELECT x.id, x.namespace, x.name, x.version, x.fingerprint, x.context, 'pending', x.steps_left, x.parent_id,
         x.parent_step, x.parent_attempt, x.call_ordinal, x.idempotency_key, x.request_hash, {now}, {now}
-    FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[],
-                ?::int[], ?::int[], ?::text[], ?::text[])
-        AS x(id, namespace, name, version, fingerprint, context, steps_left, parent_id, parent_step, parent_attempt,
-             call_ordinal, idempotency_key, request_hash)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-),
-s AS (
-    INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, retryable,
+    FROM x"""
+INSERT_STEPS = """INSERT INTO tf_step (task_id, name, namespace, route, status, deps_left, attempts, max_attempts, retryable,
         next_attempt_at, ready_at)
     SELECT y.task_id, y.name, y.namespace, y.route, 'pending', y.deps, 0, y.max_attempts, y.retryable, {now},
         CASE WHEN y.deps = 0 THEN {now} END
-    FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::int[], ?::boolean[])
-        AS y(task_id, name, namespace, route, deps, max_attempts, retryable)
-    WHERE y.task_id IN (SELECT id FROM t)
-),
-a AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[]) AS a(id, actor, detail)),
-h AS (
-    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
-    SELECT t.id, NULL, NULL, 'pending', NULL, a.actor, a.detail, {now} FROM t JOIN a ON a.id = t.id
-),
-n AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM t LIMIT 1) q)
+    FROM y"""
+INSERT_CREATED = """INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+    SELECT x.id, NULL, NULL, 'pending', NULL, x.actor, x.detail, {now} FROM x"""
+# Tasks with an idempotency key: one whose key already names another task is left out,
+# with its steps and its history. (The NOTIFY is selected: a CTE that nothing reads is
+# never run; data-modifying ones always are.)
+CREATE_KEYED = f"""
+WITH x AS (SELECT * FROM {TASKS_JSON}),
+y AS (SELECT * FROM {STEPS_JSON}),
+t AS ({INSERT_TASKS} ON CONFLICT DO NOTHING RETURNING id),
+s AS ({INSERT_STEPS} WHERE y.task_id IN (SELECT id FROM t)),
+h AS ({INSERT_CREATED} WHERE x.id IN (SELECT id FROM t)),
+n AS (SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM t LIMIT 1) q)
 SELECT id FROM t
 UNION ALL SELECT NULL FROM n
+"""
+# Tasks without one cannot collide (their ids are new): every row goes in, with no
+# conflict check and no join (a tenth of a call's time on PostgreSQL).
+CREATE_PLAIN = f"""
+WITH x AS (SELECT * FROM {TASKS_JSON}),
+y AS (SELECT * FROM {STEPS_JSON}),
+t AS ({INSERT_TASKS}),
+s AS ({INSERT_STEPS}),
+h AS ({INSERT_CREATED})
+SELECT pg_notify('{CHANNEL}', '')
 """
 
 # A task, its steps, its children (and its history) in one statement: one snapshot.
@@ -234,7 +243,8 @@ def _now(text: str) -> str:
 
 
 COMPLETE_STMT = Prepared("tf_complete", _now(COMPLETE))
-CREATE_STMT = Prepared("tf_create", _now(CREATE))
+CREATE_KEYED_STMT = Prepared("tf_create_keyed", _now(CREATE_KEYED))
+CREATE_PLAIN_STMT = Prepared("tf_create", _now(CREATE_PLAIN))
 CLAIM_STMTS = {
     (routes, tasks): Prepared(
         f"tf_claim_{int(routes)}{int(tasks)}",
@@ -388,23 +398,30 @@ class PostgresStore(Store):
     def _create_chunks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]], stored: set[str]) -> None:
         for start in range(0, len(items), CREATE_CHUNK):
             chunk = items[start : start + CREATE_CHUNK]
-            tasks = [task for task, _ in chunk]
-            steps = [(task, step) for task, plan in chunk for step in plan]
-            rows = self._prepared(
-                CREATE_STMT,
-                [
-                    [t.id for t in tasks], [t.namespace for t in tasks], [t.name for t in tasks],
-                    [t.version for t in tasks], [t.fingerprint for t in tasks], [t.context for t in tasks],
-                    [len(plan) for _, plan in chunk], [t.parent_id for t in tasks], [t.parent_step for t in tasks],
-                    [t.parent_attempt for t in tasks], [t.call_ordinal for t in tasks],
-                    [t.idempotency_key for t in tasks], [t.request_hash for t in tasks],
-                    [t.id for t, _ in steps], [s.name for _, s in steps], [t.namespace for t, _ in steps],
-                    [t.route for t, _ in steps], [s.deps for _, s in steps], [s.max_attempts for _, s in steps],
-                    [s.retryable for _, s in steps],
-                    [t.id for t in tasks], [t.actor for t in tasks], [t.detail for t in tasks],
-                ],
-            )
-            stored.update(r[0] for r in rows if r[0] is not None)
+            tasks = json.dumps([
+                {
+                    "id": t.id, "namespace": t.namespace, "name": t.name, "version": t.version,
+                    "fingerprint": t.fingerprint, "context": t.context, "steps_left": len(plan),
+                    "parent_id": t.parent_id, "parent_step": t.parent_step, "parent_attempt": t.parent_attempt,
+                    "call_ordinal": t.call_ordinal, "idempotency_key": t.idempotency_key,
+                    "request_hash": t.request_hash, "actor": t.actor, "detail": t.detail,
+                }
+                for t, plan in chunk
+            ])  # fmt: skip
+            steps = json.dumps([
+                {
+                    "task_id": t.id, "name": s.name, "namespace": t.namespace, "route": t.route, "deps": s.deps,
+                    "max_attempts": s.max_attempts, "retryable": s.retryable,
+                }
+                for t, plan in chunk
+                for s in plan
+            ])  # fmt: skip
+            if any(t.idempotency_key is not None for t, _ in chunk):
+                rows = self._prepared(CREATE_KEYED_STMT, [tasks, steps])
+                stored.update(r[0] for r in rows if r[0] is not None)
+            else:
+                self._prepared(CREATE_PLAIN_STMT, [tasks, steps])
+                stored.update(t.id for t, _ in chunk)
 
     def overflow(self) -> None:
         self.execute(NOTIFY_OVERFLOW)
