@@ -174,6 +174,11 @@ class Housekeeping:
         work = self._work
         return urgent or self._leading or (work.backlog and work.hungry())
 
+    def listens(self) -> bool:
+        """Does this worker act on a wake-up meant for one worker of its group (see
+        ``heeds``)? While it does not, PostgreSQL does not send it one (``Store.watch``)."""
+        return self._leading or self._work.backlog
+
     def _overflow(self, now: float, woken: bool) -> None:
         """A leader woken for more than it can take asks every worker to help (at most every
         OVERFLOW_S)."""

@@ -51,8 +51,13 @@ CHANNEL = "teamflow"
 POOL_SIZE = 16  # connections per process, shared by its threads
 CREATE_CHUNK = 2000  # new tasks per statement
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
-OVERFLOW = "overflow"  # the payload that asks every worker, not just its group's leader, to claim
-NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL}', '{OVERFLOW}')"
+# New work is announced on CHANNEL, which only the workers that act on it LISTEN to (a
+# group's leader, a worker with a backlog): PostgreSQL signals every listening backend for
+# every NOTIFY, and each listener's process wakes to read it. CHANNEL_ALL asks every
+# worker, not just its group's leader, to claim (``overflow``); every worker listens.
+CHANNEL_ALL = "teamflow_all"
+NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL_ALL}', '')"
+LISTEN_CHECK_S = 1.0  # how often a quiet LISTEN connection asks whether to hear CHANNEL
 
 COMPLETE = """
 WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),
@@ -554,17 +559,25 @@ class PostgresStore(Store):
 
     # -- waking workers -----------------------------------------------------------------
 
-    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None]:
+    def watch(
+        self,
+        wake: Wake,
+        hungry: Callable[[], bool] | None = None,
+        listening: Callable[[], bool] | None = None,
+    ) -> Callable[[], None]:
         """LISTEN on a dedicated autocommit connection (a pooled one would miss notifications);
         after a reconnect, LISTEN again and wake once, so a notification lost while
         disconnected costs one poll, not a stuck task. (A notification costs nothing until it
-        comes: ``hungry`` is not needed here.)"""
+        comes: ``hungry`` is not needed here.) CHANNEL (new work) is heard only while
+        ``listening()`` says so, asked at least every LISTEN_CHECK_S; CHANNEL_ALL always."""
         stopped = threading.Event()
-        thread = threading.Thread(target=self._listen, args=(wake, stopped), name="teamflow-listen", daemon=True)
+        thread = threading.Thread(
+            target=self._listen, args=(wake, listening or (lambda: True), stopped), name="teamflow-listen", daemon=True
+        )
         thread.start()
         return stopped.set
 
-    def _listen(self, wake: Wake, stopped: threading.Event) -> None:
+    def _listen(self, wake: Wake, listening: Callable[[], bool], stopped: threading.Event) -> None:
         import psycopg2
         import psycopg2.extensions
 
@@ -575,15 +588,22 @@ class PostgresStore(Store):
                 conn = psycopg2.connect(**self.connect_params())
                 conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                 with conn.cursor() as cur:
-                    cur.execute(f"LISTEN {CHANNEL}")
+                    cur.execute(f"LISTEN {CHANNEL_ALL}")
+                hearing = False
                 delay = 0.5
                 wake(True)  # anything that became ready while we were not listening
                 while not stopped.is_set():
-                    if select.select([conn], [], [], 1.0) == ([], [], []):
+                    if listening() != hearing:
+                        hearing = not hearing
+                        with conn.cursor() as cur:
+                            cur.execute(f"{'LISTEN' if hearing else 'UNLISTEN'} {CHANNEL}")
+                        if hearing:  # now leading: what was announced to the one before
+                            wake(False)
+                    if select.select([conn], [], [], LISTEN_CHECK_S) == ([], [], []):
                         continue
                     conn.poll()
                     if conn.notifies:
-                        urgent = any(n.payload == OVERFLOW for n in conn.notifies)
+                        urgent = any(n.channel == CHANNEL_ALL for n in conn.notifies)
                         conn.notifies.clear()
                         wake(urgent)
             except Exception as exc:

@@ -204,7 +204,12 @@ class SqliteStore(Store):
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
-    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None]:
+    def watch(
+        self,
+        wake: Wake,
+        hungry: Callable[[], bool] | None = None,
+        listening: Callable[[], bool] | None = None,
+    ) -> Callable[[], None]:
         """Wake the workers within milliseconds of another connection's commit.
 
         ``PRAGMA data_version`` changes when any other connection (of this process or
@@ -214,6 +219,7 @@ class SqliteStore(Store):
         While its worker is not ``hungry`` (enough claims queued) it rests: this process's
         own commits change the version too, and a wake for each would cost the busy worker
         a look at its queue every millisecond (its step threads ask when the queue runs low).
+        (A commit says nothing about who should act on it: ``listening`` is not needed here.)
         """
         stopped = threading.Event()
         thread = threading.Thread(target=self._watch, args=(wake, hungry, stopped), name="teamflow-watch", daemon=True)

@@ -41,9 +41,16 @@ class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore, Rollouts):
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def watch(self, wake: Wake, hungry: Callable[[], bool] | None = None) -> Callable[[], None] | None:
+    def watch(
+        self,
+        wake: Wake,
+        hungry: Callable[[], bool] | None = None,
+        listening: Callable[[], bool] | None = None,
+    ) -> Callable[[], None] | None:
         """Call ``wake`` (from a thread of its own) when another process makes work ready;
         returns what stops watching, or None when this database offers no such signal.
         ``hungry`` says whether the watcher's worker would take more work now (a watcher that
-        polls can rest while it would not)."""
+        polls can rest while it would not). ``listening`` says whether it acts on new work
+        at all (its group's leader does); while it does not, a database that can tell the
+        two apart brings it only the wake-ups meant for every worker (``overflow``)."""
         return None
