@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from conftest import (
     IN_CI,
@@ -753,3 +754,45 @@ def test_only_a_worker_that_acts_on_new_work_listens_for_it(pg_url: str) -> None
         stop()
         store.close()
         other.close()
+
+
+def test_a_completion_is_planned_again_once_its_tables_have_grown(pg_url: str) -> None:
+    """A prepared statement's generic plan is made for the tables as they were: one made on
+    a new, nearly empty database scanned tf_step in full on every completion for as long as
+    the connection lived (8 ms for 32 steps). It is made again as the executions grow."""
+    import psycopg2
+
+    from teamflow.engine.engine import new_task_id
+    from teamflow.store import open_store
+    from teamflow.store.postgres import COMPLETE_STMT
+    from teamflow.store.records import NewTask
+
+    store = open_store(pg_url)
+    store.ensure_schema(True)
+    conn = psycopg2.connect(**store.connect_params())
+    conn.autocommit = True
+
+    def complete_nothing() -> None:
+        with conn.cursor() as cur:
+            COMPLETE_STMT.execute(conn, cur, ["w", 30.0, True, [], [], [], [], []])
+
+    def plan() -> str:
+        with conn.cursor() as cur:
+            cur.execute(COMPLETE_STMT.call.replace("EXECUTE", "EXPLAIN EXECUTE", 1),
+                        ["w", 30.0, True, [1], [1], ["{}"], [1], ["b"]])
+            return "\n".join(r[0] for r in cur.fetchall())
+
+    try:
+        for _ in range(8):  # past the five custom plans: the generic one, on empty tables
+            complete_nothing()
+        assert "Seq Scan on tf_step" in plan()  # what a small table gets (and what went wrong)
+        step = attrs.make_class("Step", ["name", "deps", "max_attempts", "retryable"])
+        plan_rows = [step("a", 0, 3, True), step("b", 1, 3, True)]
+        batch = [(NewTask(new_task_id(), "alpha", "chain", "1.0.0", "f", "r", "{}"), plan_rows) for _ in range(10_000)]
+        store.create_tasks(batch)
+        for _ in range(16):  # a worker makes that many completions in a few milliseconds
+            complete_nothing()
+        assert "Seq Scan on tf_step" not in plan(), plan()
+    finally:
+        conn.close()
+        store.close()

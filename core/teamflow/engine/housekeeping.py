@@ -165,12 +165,13 @@ class Housekeeping:
         return next_poll
 
     def heeds(self, urgent: bool) -> bool:
-        """Would a wake-up make ``_poll`` act? Every worker hears every NOTIFY (not
-        ``urgent``); the leader of the group takes the new work, so that one worker's steps
-        share commits instead of many workers' claims finding nothing, and wakes the others
-        when it cannot take it all (``overflow``). A worker with a backlog and room in its
-        queue takes more too. Waking the others' housekeeping for nothing cost CPU that the
-        callers creating the tasks needed (4 workers were slower than 2)."""
+        """Would a wake-up make ``_poll`` act? A wake-up for new work (not ``urgent``) reaches
+        a worker while it ``listens`` (on SQLite: any commit); the leader of the group takes
+        the new work, so that one worker's steps share commits instead of many workers'
+        claims finding nothing, and wakes the others when it cannot take it all
+        (``overflow``). A worker with a backlog and room in its queue takes more too. Waking
+        the others' housekeeping for nothing cost CPU that the callers creating the tasks
+        needed (4 workers were slower than 2)."""
         work = self._work
         return urgent or self._leading or (work.backlog and work.hungry())
 
