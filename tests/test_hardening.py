@@ -159,7 +159,7 @@ def test_item_3_a_key_no_database_can_store_is_a_422_and_stores_nothing(client: 
         path = "/workflows/execute" if isinstance(body, dict) else "/workflows/execute/batch"
         response = post(client, body if isinstance(body, dict) else {"requests": body}, path)
         assert response.status_code == 422, response.text
-        assert response.json()["error"] == "invalid_key" and "idempotency key" in response.json()["detail"]
+        assert response.json()["error"] == "invalid_text" and "idempotency key" in response.json()["detail"]
     assert client.get("/tasks").json()["tasks"] == before
 
 

@@ -22,7 +22,7 @@ from flows import AlphaPlugin, BetaPlugin
 
 from teamflow import Host, TaskRequest
 from teamflow.engine.engine import new_task_id
-from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidKey, StoreError, VersionNotFound
+from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidText, StoreError, VersionNotFound
 from teamflow.store.records import ExistingTask, NewTask, TaskFilter
 
 
@@ -93,8 +93,8 @@ def test_execute_many_holds_idempotency_keys_per_item(make_host) -> None:
     [
         (req("chain", version="9.9.9"), VersionNotFound),
         (req("schema", amount="x"), ContextInvalid),
-        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k\x00-1"), InvalidKey),
-        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k-\udc80"), InvalidKey),
+        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k\x00-1"), InvalidText),
+        (TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key="k-\udc80"), InvalidText),
     ],
     ids=["unknown version", "context refused", "NUL in the key", "a lone surrogate in the key"],
 )
@@ -110,10 +110,29 @@ def test_a_key_no_database_can_store_is_refused_the_same_on_both(make_host) -> N
     """PostgreSQL text holds no NUL: such a key was a raw ValueError there (a 500 over HTTP)."""
     host = make_host()
     for key, says in (("a\x00b", "NUL character (U+0000) at character 1"), ("\ud800", "not valid Unicode")):
-        with pytest.raises(InvalidKey) as caught:
+        with pytest.raises(InvalidText) as caught:
             host.execute_async(TaskRequest(name="chain", namespace="alpha", version="1.0.0", idempotency_key=key))
         assert caught.value.status == 422 and says in caught.value.detail
     assert host.store.list_tasks(TaskFilter(), 10) == []
+
+
+@pytest.mark.postgres
+def test_any_text_postgresql_cannot_hold_is_a_422_not_a_crash(postgres_url: str) -> None:
+    """Not only idempotency keys: every value a PostgreSQL statement quotes (here a token's
+    identity) is refused as invalid_text; psycopg2 raised a raw ValueError (a 500)."""
+    from conftest import _hosts
+
+    make = _hosts(postgres_url)
+    host = next(make)()
+    try:
+        for identity, says in (("ops\x00team", "NUL character (U+0000)"), ("ops-\udc80", "not valid Unicode")):
+            with pytest.raises(InvalidText) as caught:
+                host.create_token("t1", ["alpha"], ["read"], identity=identity)
+            assert caught.value.status == 422 and says in caught.value.detail
+        assert host.list_tokens().tokens == []
+        host.create_token("t1", ["alpha"], ["read"], identity="ops")  # the store works on after a refusal
+    finally:
+        next(make, None)
 
 
 def test_every_field_of_a_new_task_is_stored_as_given(make_host) -> None:

@@ -112,10 +112,10 @@ class TooLong(TeamflowError):
     status = 422
 
 
-class InvalidKey(TeamflowError):
-    """An identifier holding what no database stores as text: a NUL character, a lone surrogate."""
+class InvalidText(TeamflowError):
+    """Text no database stores: a NUL character (PostgreSQL text cannot hold one), a lone surrogate."""
 
-    code = "invalid_key"
+    code = "invalid_text"
     status = 422
 
 

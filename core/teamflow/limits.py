@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from teamflow import refs, versions
-from teamflow.errors import ContextInvalid, InvalidKey, TooLarge, TooLong
+from teamflow.errors import ContextInvalid, InvalidText, TooLarge, TooLong
 
 MAX_NAME = refs.MAX_NAME  # characters of a namespace, workflow or step name
 MAX_VERSION = versions.MAX_VERSION  # characters of a version or a version constraint
@@ -115,13 +115,14 @@ def check_key(value: str | None, what: str, limit: int) -> None:
     if not isinstance(value, str):
         return
     check_length(value, what, limit)
-    if value.isascii() and "\x00" not in value:
+    nul = value.find("\x00")
+    if nul >= 0:
+        raise InvalidText(f"{what} holds a NUL character (U+0000) at character {nul}; use printable text",
+                         limit=limit)
+    if value.isascii():  # ASCII holds no lone surrogate
         return
-    if "\x00" in value:
-        raise InvalidKey(f"{what} holds a NUL character (U+0000) at character {value.index(chr(0))}; "
-                         "use printable text", limit=limit)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidKey(f"{what} holds text that is not valid Unicode ({exc.reason} at character {exc.start}); "
+        raise InvalidText(f"{what} holds text that is not valid Unicode ({exc.reason} at character {exc.start}); "
                          "use printable text", limit=limit) from None

@@ -12,6 +12,7 @@ LISTEN (``watch``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import select
@@ -26,7 +27,7 @@ import attrs
 import peewee as pw
 from loguru import logger
 
-from teamflow.errors import StoreError
+from teamflow.errors import InvalidText, StoreError
 from teamflow.store.base import DuplicateKey
 from teamflow.store.records import (
     Applied,
@@ -311,7 +312,8 @@ class PostgresStore(Store):
         # Connections are borrowed for one statement or one transaction, never held by a
         # thread: a worker's 32 step threads and an API's request threads share a few
         # connections (a connection per thread ran the server out of them).
-        self._pool = _Pool(pool_size, lambda: psycopg2.connect(**self.connect_params()))
+        cursor = _checked_cursor()
+        self._pool = _Pool(pool_size, lambda: psycopg2.connect(**self.connect_params(), cursor_factory=cursor))
 
     def connect_params(self) -> dict[str, Any]:
         """psycopg2 keyword arguments from a ``postgresql://user:pw@host:port/db?schema=x`` URL."""
@@ -641,6 +643,47 @@ class PostgresStore(Store):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
+
+
+def _refused(exc: ValueError) -> InvalidText | ValueError:
+    """What psycopg2 raises for text PostgreSQL cannot hold, as the 422 it is (else ``exc``)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidText(
+            f"a value holds text that is not valid Unicode ({exc.reason}), which PostgreSQL cannot store; "
+            "use printable text"
+        )
+    if "NUL (0x00)" in str(exc):
+        return InvalidText("a value holds a NUL character (U+0000), which PostgreSQL cannot store; use printable text")
+    return exc
+
+
+@functools.cache
+def _checked_cursor() -> type:
+    """The cursor of every pooled connection: text PostgreSQL cannot hold (a NUL, a lone
+    surrogate) is refused as ``invalid_text`` wherever it comes from, not a raw ValueError.
+    psycopg2 finds it while quoting the parameters, before anything is sent."""
+    import psycopg2.extensions
+
+    class Cursor(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> Any:
+            try:
+                return super().execute(query, vars)
+            except ValueError as exc:
+                raise _refused(exc) from None
+
+        def executemany(self, query: Any, vars_list: Any) -> Any:
+            try:
+                return super().executemany(query, vars_list)
+            except ValueError as exc:
+                raise _refused(exc) from None
+
+        def mogrify(self, query: Any, vars: Any = None) -> Any:  # execute_values builds with it
+            try:
+                return super().mogrify(query, vars)
+            except ValueError as exc:
+                raise _refused(exc) from None
+
+    return Cursor
 
 
 class _Pool:
