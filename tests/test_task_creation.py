@@ -26,13 +26,14 @@ from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidText, St
 from teamflow.store.records import ExistingTask, NewTask, TaskFilter
 
 
-def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
-    """Record the size of every batch ``obj.name(items)`` is called with."""
+def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str, *, sized: bool = True) -> list[int]:
+    """Record the size of every batch ``obj.name(items)`` is called with (``sized=False``:
+    the calls only, for a batch made as it is read)."""
     real = getattr(obj, name)
     sizes: list[int] = []
 
     def counting(items, *args, **kwargs):  # type: ignore[no-untyped-def]
-        sizes.append(len(items))
+        sizes.append(len(items) if sized else -1)
         return real(items, *args, **kwargs)
 
     monkeypatch.setattr(obj, name, counting)
@@ -61,14 +62,84 @@ def test_concurrent_callers_share_commits(make_host, monkeypatch: pytest.MonkeyP
     assert {t.id for t in stored} == set(ids)
 
 
+def _transactions(host: Host) -> int | None:
+    """How many transactions wrote the stored tasks (PostgreSQL's xmin; None on SQLite)."""
+    if host.store.dialect != "postgres":
+        return None
+    return int(host.store.execute("SELECT count(DISTINCT xmin::text) FROM tf_task").fetchone()[0])
+
+
 def test_execute_many_stores_a_thousand_tasks_in_one_transaction(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
     host = make_host()
-    commits = _count_calls(monkeypatch, host.store, "create_tasks")
+    calls = _count_calls(monkeypatch, host.store, "create_tasks", sized=False)
     ids = host.execute_many([req("chain", n=i) for i in range(1000)])
-    assert len(set(ids)) == 1000 and commits == [1000]
+    assert len(set(ids)) == 1000 and len(calls) == 1
+    assert _transactions(host) in (None, 1)  # PostgreSQL: four statements, one transaction
     assert host.get_task(ids[999]).context == {"n": 999}
     host.start_worker(concurrency=4)
     assert host.wait(ids[0], timeout=30).status == "completed"
+
+
+def test_a_batch_of_several_workflows_numbers_each_tasks_steps_in_its_order(make_host) -> None:
+    """A batch's plans travel once per version: each task still gets its own version's
+    steps, in their order, with their dependencies, however the batch mixes them."""
+    host = make_host()
+    kinds = [req("chain"), req("diamond"), req("leaf", ns="beta"), req("versioned", version="1.1.0")]
+    ids = host.execute_many([kinds[i % 3 if i % 7 else 3] for i in range(600)])
+    for task_id in ids[:7] + ids[-7:]:
+        snap = host.store.snapshot(task_id)
+        assert snap is not None
+        entry = host.registry.resolve(snap.task.namespace, snap.task.name, snap.task.version)
+        assert [(s.name, s.deps_left, s.max_attempts) for s in snap.steps] == [
+            (p.name, p.deps, p.max_attempts) for p in entry.step_rows]
+    host.start_worker(concurrency=8)
+    assert {host.wait(i, timeout=60).status for i in ids[-20:]} == {"completed"}
+
+
+def test_a_bad_item_late_in_a_long_batch_stores_nothing(make_host) -> None:
+    host = make_host()
+    batch = [req("chain", n=i) for i in range(600)]
+    batch[590] = req("schema", amount="x")
+    with pytest.raises(ContextInvalid) as caught:
+        host.execute_many(batch)
+    assert caught.value.facts["index"] == 590
+    assert host.store.list_tasks(TaskFilter(), 10) == []
+    assert len(host.execute_many(batch[:590])) == 590  # the store works on
+
+
+@pytest.mark.postgres
+def test_a_long_batch_is_stored_while_its_later_items_are_checked(postgres_url: str, monkeypatch) -> None:
+    """PostgreSQL: a batch's first chunk is sent while the next items are checked (the two
+    cores work at once), all in one transaction, which rolls back what was sent when a
+    later item is refused."""
+    from conftest import _hosts
+
+    make = _hosts(postgres_url)
+    host = next(make)()
+    try:
+        checked: list[int] = []
+        real_prepare, real_chunk = host.engine.prepare, host.store._create_chunk
+        monkeypatch.setattr(host.engine, "prepare", lambda r, *a: (checked.append(1), real_prepare(r, *a))[1])
+        sent_after: list[int] = []  # items checked when each chunk's statement began
+
+        def chunk(*args: Any) -> None:
+            sent_after.append(len(checked))
+            real_chunk(*args)
+
+        monkeypatch.setattr(host.store, "_create_chunk", chunk)
+        ids = host.execute_many([req("chain", n=i) for i in range(1000)])
+        assert len(set(ids)) == 1000 and _transactions(host) == 1
+        assert len(sent_after) == 4 and sent_after[0] < 1000  # sent before the last item was checked
+        checked.clear()
+        sent_after.clear()
+        batch = [req("chain", n=i) for i in range(1000)]
+        batch[900] = req("chain", version="9.9.9")
+        with pytest.raises(VersionNotFound):
+            host.execute_many(batch)
+        assert len(sent_after) == 3  # three chunks went out before item 900 was refused ...
+        assert len(host.store.list_tasks(TaskFilter(), 2000)) == 1000  # ... and were rolled back
+    finally:
+        next(make, None)
 
 
 def test_execute_many_holds_idempotency_keys_per_item(make_host) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -353,13 +353,17 @@ class Host:
                 _may_execute(caller, request.namespace)
             except TeamflowError as exc:
                 raise exc.for_item(i) from None
-        prepared = []
-        for i, request in enumerate(requests):
-            try:
-                prepared.append(self.engine.prepare(request))
-            except TeamflowError as exc:
-                raise exc.for_item(i) from None
-        created = self.engine.create_many(requests, prepared, actor=_actor(caller))
+        prepared: list[Prepared] = []
+
+        def checked() -> Iterator[Prepared]:  # read as the tasks are stored: see Engine.create_many
+            for i, request in enumerate(requests):
+                try:
+                    prepared.append(self.engine.prepare(request))
+                except TeamflowError as exc:
+                    raise exc.for_item(i) from None
+                yield prepared[-1]
+
+        created = self.engine.create_many(requests, checked(), actor=_actor(caller))
         self._wake_workers()
         deprecations: dict[str, views.Deprecation | None] = {}  # once per version, not per item
         for p in prepared:

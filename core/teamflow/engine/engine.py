@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -331,9 +331,13 @@ class Engine:
         return Created(task.id, claimed)
 
     def create_many(
-        self, requests: Sequence[TaskRequest], prepared: Sequence[Prepared], actor: str | None = None
+        self, requests: Sequence[TaskRequest], prepared: Iterable[Prepared], actor: str | None = None
     ) -> list[Created]:
         """Store prepared requests for the workers, in one transaction; their task ids, in order.
+
+        ``prepared`` may be made as it is read (``Host.accept_many`` checks each request
+        then): the store sends the tasks of the first ones while the next are made, and
+        stores nothing if making one raises.
 
         Idempotency keys hold per item: a key that already names a task (stored before, or
         earlier in the same batch) gives that task's id when the request is the same, and
@@ -343,34 +347,39 @@ class Engine:
         existed = [True] * len(requests)
         firsts: dict[tuple[str, str, str], tuple[int, str]] = {}  # key -> (its first item, its digest)
         repeats: list[tuple[int, int]] = []  # (item, the earlier item with the same key)
-        pending: list[tuple[int, NewTask, Sequence[StepRow]]] = []
-        for i, (request, ready) in enumerate(zip(requests, prepared, strict=True)):
-            entry = ready.entry
-            digest = None
-            if request.idempotency_key is not None:
-                digest = request_hash(request)
-                scope = (entry.namespace, entry.name, request.idempotency_key)
-                seen = firsts.get(scope)
-                if seen is not None:
-                    if seen[1] != digest:
-                        raise IdempotencyConflict(
-                            f"items {seen[0]} and {i} use idempotency key {request.idempotency_key!r} for "
-                            f"different requests to {entry.namespace}/{entry.name}; use a new key for a new request",
-                            idempotency_key=request.idempotency_key,
-                            index=i,
-                        )
-                    repeats.append((i, seen[0]))
-                    continue
-                firsts[scope] = (i, digest)
-                existing = self.store.find_idempotent(*scope)
-                if existing is not None:
-                    ids[i] = self._same_request(existing, request, digest)
-                    continue
-            task = self._new_task(ready, request.idempotency_key, digest, None, actor)
-            ids[i], existed[i] = task.id, False
-            pending.append((i, task, entry.step_rows))
-        stored = self.store.create_tasks([(task, steps) for _, task, steps in pending]) if pending else set()
-        for i, task, _ in pending:
+        pending: list[tuple[int, NewTask]] = []
+
+        def new_tasks() -> Iterator[tuple[NewTask, Sequence[StepRow]]]:
+            for i, (request, ready) in enumerate(zip(requests, prepared, strict=True)):
+                entry = ready.entry
+                digest = None
+                if request.idempotency_key is not None:
+                    digest = request_hash(request)
+                    scope = (entry.namespace, entry.name, request.idempotency_key)
+                    seen = firsts.get(scope)
+                    if seen is not None:
+                        if seen[1] != digest:
+                            raise IdempotencyConflict(
+                                f"items {seen[0]} and {i} use idempotency key {request.idempotency_key!r} for "
+                                f"different requests to {entry.namespace}/{entry.name}; use a new key for a new "
+                                "request",
+                                idempotency_key=request.idempotency_key,
+                                index=i,
+                            )
+                        repeats.append((i, seen[0]))
+                        continue
+                    firsts[scope] = (i, digest)
+                    existing = self.store.find_idempotent(*scope)
+                    if existing is not None:
+                        ids[i] = self._same_request(existing, request, digest)
+                        continue
+                task = self._new_task(ready, request.idempotency_key, digest, None, actor)
+                ids[i], existed[i] = task.id, False
+                pending.append((i, task))
+                yield task, entry.step_rows
+
+        stored = self.store.create_tasks(new_tasks())
+        for i, task in pending:
             if task.id not in stored:  # another caller took the key meanwhile
                 existing = self.store.find_idempotent(task.namespace, task.name, task.idempotency_key or "")
                 if existing is None:
@@ -379,7 +388,7 @@ class Engine:
         for i, first in repeats:
             ids[i] = ids[first]
         if self.events.enabled:
-            for _, task, _ in pending:
+            for _, task in pending:
                 if task.id in stored:
                     self.events.fire("task.created", task.id, task)
         return [Created(task_id, [], existing=old) for task_id, old in zip(ids, existed, strict=True)]

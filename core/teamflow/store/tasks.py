@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from teamflow.store.base import StoreBase
@@ -150,12 +150,16 @@ class Tasks(StoreBase):
         with self.tx():
             return self.insert_task(task, steps, claim_for=claim_for, lease_s=lease_s)
 
-    def create_tasks(self, items: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
+    def create_tasks(self, items: Iterable[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
         """Store tasks for the workers in one transaction; returns the ids stored.
 
         A task whose idempotency key already names another task is left out (it is not
-        among the ids returned: its caller re-reads the one that holds the key).
+        among the ids returned: its caller re-reads the one that holds the key). ``items``
+        may be made as they are read; if making them raises, nothing is stored.
         """
+        items = list(items)
+        if not items:
+            return set()
         with self.tx():
             self._insert_rows(insert_pending_tasks, [_task_row(task, len(steps)) for task, steps in items])
             keyed = [task.id for task, _ in items if task.idempotency_key is not None]
