@@ -340,7 +340,7 @@ class Host:
         return views.Deprecation(entry.ref, entry.deprecated, published.get(entry.version.text), sunset)
 
     def execute_many(self, requests: Sequence[TaskRequest]) -> list[str]:
-        """Validate every request, then store them all for the workers in one transaction;
+        """Validate every request and store them all for the workers in one transaction;
         return their task ids in order. One bad request refuses the whole batch (its error
         names the item, counted from 0) and nothing is stored."""
         return [a.id for a in self.accept_many(requests).tasks]

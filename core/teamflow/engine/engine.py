@@ -341,7 +341,7 @@ class Engine:
 
         Idempotency keys hold per item: a key that already names a task (stored before, or
         earlier in the same batch) gives that task's id when the request is the same, and
-        refuses the whole batch, before anything is stored, when it is not.
+        refuses the whole batch when it is not (nothing is stored: what was sent is rolled back).
         """
         ids = [""] * len(requests)
         existed = [True] * len(requests)
