@@ -142,6 +142,42 @@ def test_a_long_batch_is_stored_while_its_later_items_are_checked(postgres_url: 
         next(make, None)
 
 
+@pytest.mark.postgres
+def test_a_batch_whose_connection_dies_midway_stores_nothing(postgres_url: str, monkeypatch) -> None:
+    """The server ends the batch's connection after its first chunk went out: the caller
+    gets store_error (503), nothing is stored, and the next batch works on a new connection."""
+    import psycopg2
+    from conftest import _hosts
+
+    make = _hosts(postgres_url)
+    host = next(make)()
+    killer = psycopg2.connect(**host.store.connect_params())
+    killer.autocommit = True
+    try:
+        checked: list[int] = []
+        real_prepare = host.engine.prepare
+
+        def prepare(request: TaskRequest, *args: Any) -> Any:
+            checked.append(1)
+            if len(checked) == 400:  # the first chunk (250) is stored or on its way
+                pid = host.store._local.txcur.connection.get_backend_pid()
+                with killer.cursor() as cur:
+                    cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return real_prepare(request, *args)
+
+        monkeypatch.setattr(host.engine, "prepare", prepare)
+        with pytest.raises(StoreError) as caught:
+            host.execute_many([req("chain", n=i) for i in range(1000)])
+        assert caught.value.status == 503, caught.value.detail
+        monkeypatch.setattr(host.engine, "prepare", real_prepare)
+        assert host.store.list_tasks(TaskFilter(), 10) == []
+        assert len(host.execute_many([req("chain", n=i) for i in range(600)])) == 600
+        assert len(host.store.list_tasks(TaskFilter(), 1000)) == 600
+    finally:
+        killer.close()
+        next(make, None)
+
+
 def test_execute_many_holds_idempotency_keys_per_item(make_host) -> None:
     host = make_host()
     def keyed(key: str, **context: object) -> TaskRequest:
