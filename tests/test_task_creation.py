@@ -26,15 +26,25 @@ from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidText, St
 from teamflow.store.records import ExistingTask, NewTask, TaskFilter
 
 
-def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str, *, sized: bool = True) -> list[int]:
-    """Record the size of every batch ``obj.name(items)`` is called with (``sized=False``:
-    the calls only, for a batch made as it is read)."""
+def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
+    """Record the size of every batch ``obj.name(items)`` is called with, counted as the
+    items are read (a batch may be made as it is read: counting must not read it first)."""
     real = getattr(obj, name)
     sizes: list[int] = []
 
     def counting(items, *args, **kwargs):  # type: ignore[no-untyped-def]
-        sizes.append(len(items) if sized else -1)
-        return real(items, *args, **kwargs)
+        read = 0
+
+        def counted():  # type: ignore[no-untyped-def]
+            nonlocal read
+            for item in items:
+                read += 1
+                yield item
+
+        try:
+            return real(counted(), *args, **kwargs)
+        finally:
+            sizes.append(read)
 
     monkeypatch.setattr(obj, name, counting)
     return sizes
@@ -71,9 +81,9 @@ def _transactions(host: Host) -> int | None:
 
 def test_execute_many_stores_a_thousand_tasks_in_one_transaction(make_host, monkeypatch: pytest.MonkeyPatch) -> None:
     host = make_host()
-    calls = _count_calls(monkeypatch, host.store, "create_tasks", sized=False)
+    commits = _count_calls(monkeypatch, host.store, "create_tasks")
     ids = host.execute_many([req("chain", n=i) for i in range(1000)])
-    assert len(set(ids)) == 1000 and len(calls) == 1
+    assert len(set(ids)) == 1000 and commits == [1000]
     assert _transactions(host) in (None, 1)  # PostgreSQL: four statements, one transaction
     assert host.get_task(ids[999]).context == {"n": 999}
     host.start_worker(concurrency=4)

@@ -439,8 +439,8 @@ class PostgresStore(Store):
 
     def create_tasks(self, items: Iterable[tuple[NewTask, Sequence[StepPlan]]]) -> set[str]:
         """One statement (one transaction) for a batch of up to CREATE_CHUNK tasks. A longer
-        one is one transaction of CREATE_CHUNK-task statements, each sent from a thread of
-        its own while ``items`` makes the next chunk (a batch's requests are checked and
+        one is one transaction of CREATE_CHUNK-task statements, each sent from a sender
+        thread while ``items`` makes the next chunk (a batch's requests are checked and
         its tasks built meanwhile: the two cores work at once). If ``items`` raises, the
         statements sent are rolled back and nothing is stored."""
         it = iter(items)
