@@ -724,32 +724,38 @@ def test_idle_worker_costs_nothing_and_wakes_on_notify(tmp_path: Path, pg_url: s
 def test_only_a_worker_that_acts_on_new_work_listens_for_it(pg_url: str) -> None:
     """PostgreSQL signals every listening backend for every NOTIFY, and each listener's
     process wakes to read it. A worker that leaves new work to its group's leader does not
-    LISTEN for it; every worker hears an overflow; one that starts to lead listens from then
-    on, and looks once for what was announced to the leader before it."""
+    LISTEN for it; every worker hears an overflow, and wakes for one that asks it (or every
+    worker); one that starts to lead listens from then on, and looks once for what was
+    announced to the leader before it."""
     from teamflow.store import open_store
     from teamflow.store.postgres import LISTEN_CHECK_S, NOTIFY
 
     store, other = open_store(pg_url), open_store(pg_url)
     wakes: list[bool] = []
     leading = threading.Event()
-    stop = store.watch(wakes.append, listening=leading.is_set)
+    stop = store.watch(wakes.append, listening=leading.is_set, worker_id="me")
     quiet = LISTEN_CHECK_S + 0.5  # long enough for the listener to have changed its mind
     try:
         wait_for(lambda: wakes == [True], 10, "the wake after LISTEN")  # anything missed meanwhile
         other.execute(NOTIFY)  # new work: the leader's business
         time.sleep(quiet)
         assert wakes == [True], wakes
+        other.overflow(["another"])  # help asked of another worker
+        time.sleep(quiet)
+        assert wakes == [True], wakes
+        other.overflow(["another", "me"])
+        wait_for(lambda: wakes == [True, True], 10, "the overflow that asks this worker")
         other.overflow()  # every worker's business
-        wait_for(lambda: wakes == [True, True], 10, "the overflow")
+        wait_for(lambda: wakes == [True, True, True], 10, "the overflow")
         leading.set()
-        wait_for(lambda: wakes == [True, True, False], 10, "the look of a new leader")
+        wait_for(lambda: wakes == [True, True, True, False], 10, "the look of a new leader")
         other.execute(NOTIFY)
-        wait_for(lambda: wakes == [True, True, False, False], 10, "new work, heard by the leader")
+        wait_for(lambda: wakes == [True, True, True, False, False], 10, "new work, heard by the leader")
         leading.clear()
         time.sleep(quiet)
         other.execute(NOTIFY)
         time.sleep(quiet)
-        assert wakes == [True, True, False, False], wakes
+        assert wakes == [True, True, True, False, False], wakes
     finally:
         stop()
         store.close()

@@ -23,7 +23,7 @@ from flows import AlphaPlugin, BetaPlugin
 from teamflow import Host, TaskRequest
 from teamflow.engine.engine import new_task_id
 from teamflow.errors import ContextInvalid, IdempotencyConflict, InvalidText, StoreError, VersionNotFound
-from teamflow.store.records import ExistingTask, NewTask, TaskFilter
+from teamflow.store.records import Claims, ExistingTask, NewTask, TaskFilter
 
 
 def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[int]:
@@ -453,6 +453,49 @@ def test_the_sqlite_watch_rests_while_its_worker_is_not_hungry(tmp_path: Path) -
         stop()
         other.close()
         store.close()
+
+
+def test_a_full_leader_asks_one_more_helper_at_a_time(make_sqlite_host, monkeypatch) -> None:
+    """The longest-running of the others first; one more every ESCALATE_S while the leader
+    stays full; past them all, every worker. A claim that takes all that is ready (the
+    leader is no longer full) starts again from the first."""
+    from teamflow.engine.housekeeping import ESCALATE_S, OVERFLOW_S
+
+    host = make_sqlite_host()
+    runner = host._make_runner(concurrency=4, namespaces=None, worker_mode=True)  # not started
+    house = runner.housekeeping
+    asked: list[list[str]] = []
+    monkeypatch.setattr(host.store, "overflow", lambda helpers=(): asked.append(list(helpers)))
+    monkeypatch.setattr(host.store, "claim", lambda *a, **k: Claims([], []))  # nothing ready
+    house._leading, house._helpers = True, ["second", "third"]
+    t = time.monotonic()
+    steps = [0.0, OVERFLOW_S * 2, ESCALATE_S * 1.2, ESCALATE_S * 1.2 + OVERFLOW_S / 2, ESCALATE_S * 2.4]
+    for dt in steps:
+        house._overflow(t + dt, True)
+    assert asked == [["second"], ["second"], ["second", "third"], []]  # the fourth came too soon
+    house._overflow(t + ESCALATE_S * 3.6, False)  # not woken: no overflow
+    assert len(asked) == 4
+    runner.work.idle = 2
+    house._poll(t + 1.0, t + 60.0)  # woken by new work it can take: nothing was ready
+    assert not runner.work.backlog
+    house._overflow(t + 1.1, True)
+    assert asked[-1] == ["second"]
+    house._leading = False
+    house._overflow(t + 2.0, True)
+    assert len(asked) == 5  # only the leader asks
+
+
+def test_a_group_is_listed_longest_running_first(make_host) -> None:
+    host = make_host()
+    store = host.store
+    for worker in ("first", "second", "third"):
+        store.heartbeat(worker, "g", ["r"], 4)
+        time.sleep(0.01)
+    store.heartbeat("elsewhere", "h", ["s"], 4)
+    store.heartbeat("first", "g", ["r"], 4)  # a heartbeat keeps its place
+    assert store.group_members("g", 60.0) == ["first", "second", "third"]
+    store.forget_worker("first")
+    assert store.group_members("g", 60.0) == ["second", "third"]
 
 
 def test_a_busy_worker_claims_in_batches_not_a_few_at_a_time(make_sqlite_host, monkeypatch) -> None:

@@ -27,6 +27,9 @@ from teamflow.store.records import Applied, Claims
 
 DUE_CHECK_S = 0.1  # how often a worker woken for nothing asks when the next retry is due
 OVERFLOW_S = 0.005  # how often a leader with more work than it can take wakes the others
+# How long a leader asks the same helpers before it asks one more (the next longest-running
+# worker of its group; past the last of them, every worker).
+ESCALATE_S = 0.05
 
 
 class Housekeeping:
@@ -57,7 +60,9 @@ class Housekeeping:
         self._next_due_check = 0.0
         self._group = hashlib.sha1(",".join(sorted(self._routes)).encode()).hexdigest()[:20]
         self._leading = True  # until the first heartbeat says otherwise
-        self._overflow_at = 0.0
+        self._helpers: list[str] = []  # the group's other workers, the longest-running first
+        self._asked = 0  # how many of them the leader's overflow asks (past them all: everyone)
+        self._overflow_at = self._escalate_at = 0.0
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -152,6 +157,9 @@ class Housekeeping:
         claims = self._store.claim(self._worker_id, self.lease_s, want, routes=self._routes)
         self._take(claims)
         work.backlog = len(claims.claimed) == want  # a full claim: there may be more ready work
+        if not work.backlog:  # it took every ready step: no help needed (from the first helper again)
+            self._asked = 0
+            self._escalate_at = 0.0
         if work.backlog:
             with work.house:
                 work.kick = work.urgent = True
@@ -181,17 +189,25 @@ class Housekeeping:
         return self._leading or self._work.backlog
 
     def _overflow(self, now: float, woken: bool) -> None:
-        """A leader woken for more than it can take asks every worker to help (at most every
-        OVERFLOW_S)."""
+        """A leader woken for more than it can take asks for help (at most every OVERFLOW_S):
+        the next longest-running worker of its group first, one more every ESCALATE_S while
+        it stays full, then every worker, until a claim of its own takes all that is ready.
+        (Waking all its workers at once spread the steps over more commits than the load
+        needed: with 8 callers, 4 workers were 0.7x as fast as 2.)"""
         if woken and self._leading and now >= self._overflow_at:
             self._overflow_at = now + OVERFLOW_S
-            self._store.overflow()
+            if now >= self._escalate_at:
+                self._asked += 1
+                self._escalate_at = now + ESCALATE_S
+            self._store.overflow(self._helpers[: self._asked] if self._asked <= len(self._helpers) else ())
 
     def _heartbeat(self) -> None:
         """Say this worker is alive, and learn whether it leads its group."""
         self._store.heartbeat(self._worker_id, self._group, self._routes, self._concurrency)
         # A leader that stopped heartbeating (two lease periods) is passed over.
-        self._leading = self._store.leader(self._group, 2 * self.lease_s) == self._worker_id
+        members = self._store.group_members(self._group, 2 * self.lease_s)
+        self._leading = members[:1] == [self._worker_id]
+        self._helpers = [m for m in members if m != self._worker_id]
 
     def _take(self, claims: Claims) -> None:
         if not claims.claimed:

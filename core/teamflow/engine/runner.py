@@ -60,7 +60,9 @@ class Runner:
         poll_interval_s: float = 1.0,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
-        watch: Callable[[Callable[[bool], None], Callable[[], bool], Callable[[], bool]], Callable[[], None] | None]
+        watch: Callable[
+            [Callable[[bool], None], Callable[[], bool], Callable[[], bool], str], Callable[[], None] | None
+        ]
         | None = None,
     ) -> None:
         self.store = store
@@ -113,7 +115,7 @@ class Runner:
             self._threads.append(thread)
         self.housekeeping.start()
         if self._watch is not None:
-            self._unwatch = self._watch(self.wake, self.work.hungry, self.housekeeping.listens)
+            self._unwatch = self._watch(self.wake, self.work.hungry, self.housekeeping.listens, self.worker_id)
 
     def wake(self, urgent: bool = True) -> None:
         """Work may be ready (a new task, a NOTIFY): claim soon (see ``Work.wake``), unless

@@ -58,10 +58,12 @@ YIELD_EVERY = 8  # items made between two chances for the sender's thread to tak
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 # New work is announced on CHANNEL, which only the workers that act on it LISTEN to (a
 # group's leader, a worker with a backlog): PostgreSQL signals every listening backend for
-# every NOTIFY, and each listener's process wakes to read it. CHANNEL_ALL asks every
-# worker, not just its group's leader, to claim (``overflow``); every worker listens.
+# every NOTIFY, and each listener's process wakes to read it. CHANNEL_ALL asks workers
+# other than a group's leader to claim (``overflow``): those its payload names (worker
+# ids, comma-separated), or every worker when it names none; every worker listens.
 CHANNEL_ALL = "teamflow_all"
-NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL_ALL}', '')"
+NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL_ALL}', ?)"
+MAX_PAYLOAD = 7000  # NOTIFY's payload holds less than 8,000 bytes: more helpers are asked as "everyone"
 LISTEN_CHECK_S = 1.0  # how often a quiet LISTEN connection asks whether to hear CHANNEL
 
 COMPLETE = """
@@ -487,8 +489,9 @@ class PostgresStore(Store):
         else:
             stored.update(t.id for t, _ in chunk)
 
-    def overflow(self) -> None:
-        self.execute(NOTIFY_OVERFLOW)
+    def overflow(self, helpers: Sequence[str] = ()) -> None:
+        payload = ",".join(helpers)
+        self.execute(NOTIFY_OVERFLOW, (payload if len(payload) <= MAX_PAYLOAD else "",))
 
     def writable(self) -> str | None:
         """A standby or a read-only server says so; asking costs no write."""
@@ -623,20 +626,25 @@ class PostgresStore(Store):
         wake: Wake,
         hungry: Callable[[], bool] | None = None,
         listening: Callable[[], bool] | None = None,
+        worker_id: str | None = None,
     ) -> Callable[[], None]:
         """LISTEN on a dedicated autocommit connection (a pooled one would miss notifications);
         after a reconnect, LISTEN again and wake once, so a notification lost while
         disconnected costs one poll, not a stuck task. (A notification costs nothing until it
         comes: ``hungry`` is not needed here.) CHANNEL (new work) is heard only while
-        ``listening()`` says so, asked at least every LISTEN_CHECK_S; CHANNEL_ALL always."""
+        ``listening()`` says so, asked at least every LISTEN_CHECK_S; CHANNEL_ALL always, but
+        an overflow that names other workers (not ``worker_id``) is not this one's wake-up."""
         stopped = threading.Event()
         thread = threading.Thread(
-            target=self._listen, args=(wake, listening or (lambda: True), stopped), name="teamflow-listen", daemon=True
+            target=self._listen, args=(wake, listening or (lambda: True), worker_id, stopped), name="teamflow-listen",
+            daemon=True,
         )
         thread.start()
         return stopped.set
 
-    def _listen(self, wake: Wake, listening: Callable[[], bool], stopped: threading.Event) -> None:
+    def _listen(
+        self, wake: Wake, listening: Callable[[], bool], worker_id: str | None, stopped: threading.Event
+    ) -> None:
         import psycopg2
         import psycopg2.extensions
 
@@ -662,9 +670,11 @@ class PostgresStore(Store):
                         continue
                     conn.poll()
                     if conn.notifies:
-                        urgent = any(n.channel == CHANNEL_ALL for n in conn.notifies)
+                        urgent = any(n.channel == CHANNEL_ALL and _asks(n.payload, worker_id) for n in conn.notifies)
+                        new_work = any(n.channel == CHANNEL for n in conn.notifies)
                         conn.notifies.clear()
-                        wake(urgent)
+                        if urgent or new_work:
+                            wake(urgent)
             except Exception as exc:
                 logger.warning("LISTEN connection lost ({}); reconnecting in {:.1f}s", str(exc).strip(), delay)
                 time.sleep(delay)
@@ -673,6 +683,11 @@ class PostgresStore(Store):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
+
+
+def _asks(payload: str, worker_id: str | None) -> bool:
+    """Is an overflow (its payload: the helpers asked) this worker's wake-up?"""
+    return not payload or worker_id is None or worker_id in payload.split(",")
 
 
 def _batch_documents(chunk: Sequence[tuple[NewTask, Sequence[StepPlan]]]) -> tuple[str, str]:

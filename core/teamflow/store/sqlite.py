@@ -209,6 +209,7 @@ class SqliteStore(Store):
         wake: Wake,
         hungry: Callable[[], bool] | None = None,
         listening: Callable[[], bool] | None = None,
+        worker_id: str | None = None,
     ) -> Callable[[], None]:
         """Wake the workers within milliseconds of another connection's commit.
 

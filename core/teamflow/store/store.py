@@ -46,11 +46,13 @@ class Store(Schema, Catalog, Scheduling, Stats, Workers, AccessStore, Rollouts):
         wake: Wake,
         hungry: Callable[[], bool] | None = None,
         listening: Callable[[], bool] | None = None,
+        worker_id: str | None = None,
     ) -> Callable[[], None] | None:
         """Call ``wake`` (from a thread of its own) when another process makes work ready;
         returns what stops watching, or None when this database offers no such signal.
         ``hungry`` says whether the watcher's worker would take more work now (a watcher that
         polls can rest while it would not). ``listening`` says whether it acts on new work
         at all (its group's leader does); while it does not, a database that can tell the
-        two apart brings it only the wake-ups meant for every worker (``overflow``)."""
+        two apart brings it only the wake-ups meant for every worker (``overflow``), and of
+        those only the ones that ask ``worker_id`` (or every worker)."""
         return None

@@ -2,7 +2,8 @@
 
 The heartbeats say which routes some live worker serves (a task no live worker can serve
 is reported, not silently stuck), and which worker of a group (the workers serving the
-same routes) answers wake-ups first (``leader``).
+same routes) answers wake-ups first (``group_members``: its longest-running worker leads),
+and which ones it asks first for help (the next longest-running).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ UPSERT = (
     "ON CONFLICT (id) DO UPDATE SET seen_at = {now}, routes = excluded.routes, grp = excluded.grp"
 )
 FORGET = "DELETE FROM tf_worker WHERE id = ?"
-LEADER = (
-    "SELECT id FROM tf_worker WHERE grp = ? AND seen_at > {now} - ? ORDER BY started_at, id LIMIT 1"
-)
+GROUP = "SELECT id FROM tf_worker WHERE grp = ? AND seen_at > {now} - ? ORDER BY started_at, id"
 LIVE = (
     "SELECT id, grp, routes, concurrency, started_at, seen_at FROM tf_worker WHERE seen_at > {now} - ? "
     "ORDER BY started_at, id"
@@ -40,10 +39,10 @@ class Workers(StoreBase):
             self.execute(FORGET, (worker_id,))
             self.execute(FORGET_GONE, (gone_after_s,))
 
-    def leader(self, group: str, within_s: float) -> str | None:
-        """The longest-running worker of ``group`` seen within ``within_s`` seconds."""
-        row = self.execute(LEADER, (group, within_s)).fetchone()
-        return None if row is None else str(row[0])
+    def group_members(self, group: str, within_s: float) -> list[str]:
+        """The workers of ``group`` seen within ``within_s`` seconds, the longest-running
+        (its leader) first."""
+        return [str(r[0]) for r in self.execute(GROUP, (group, within_s)).fetchall()]
 
     def live_workers(self, within_s: float) -> list[WorkerRecord]:
         """Workers seen within ``within_s`` seconds, the longest-running first."""
@@ -52,7 +51,8 @@ class Workers(StoreBase):
             for r in self.execute(LIVE, (within_s,)).fetchall()
         ]
 
-    def overflow(self) -> None:
-        """Wake every worker, not just its group's leader: ready work waits (a database with
-        no broadcast wake-up does nothing here)."""
+    def overflow(self, helpers: Sequence[str] = ()) -> None:
+        """Ask ``helpers`` (workers, by id; none named: every worker) to claim ready work
+        that their group's leader cannot take now (a database with no broadcast wake-up
+        does nothing here)."""
         return
