@@ -193,7 +193,7 @@ class Housekeeping:
         the next longest-running worker of its group first, one more every ESCALATE_S while
         it stays full, then every worker, until a claim of its own takes all that is ready.
         (Waking all its workers at once spread the steps over more commits than the load
-        needed: with 8 callers, 4 workers were 0.7x as fast as 2.)"""
+        needed: with 8 callers, 4 workers were 0.60-0.88x as fast as 2.)"""
         if woken and self._leading and now >= self._overflow_at:
             self._overflow_at = now + OVERFLOW_S
             if now >= self._escalate_at:
