@@ -467,7 +467,12 @@ def test_a_full_leader_asks_one_more_helper_at_a_time(make_sqlite_host, monkeypa
     asked: list[list[str]] = []
     monkeypatch.setattr(host.store, "overflow", lambda helpers=(): asked.append(list(helpers)))
     monkeypatch.setattr(host.store, "claim", lambda *a, **k: Claims([], []))  # nothing ready
-    house._leading, house._helpers = True, ["second", "third"]
+    house._heartbeat()  # the longest-running of its group...
+    for other in ("second", "third"):
+        time.sleep(0.01)
+        host.store.heartbeat(other, house._group, ["r"], 4)
+    house._heartbeat()
+    assert house._leading and house._helpers == ["second", "third"]  # ...leads, and knows its helpers
     t = time.monotonic()
     steps = [0.0, OVERFLOW_S * 2, ESCALATE_S * 1.2, ESCALATE_S * 1.2 + OVERFLOW_S / 2, ESCALATE_S * 2.4]
     for dt in steps:
@@ -493,9 +498,13 @@ def test_a_group_is_listed_longest_running_first(make_host) -> None:
         time.sleep(0.01)
     store.heartbeat("elsewhere", "h", ["s"], 4)
     store.heartbeat("first", "g", ["r"], 4)  # a heartbeat keeps its place
-    assert store.group_members("g", 60.0) == ["first", "second", "third"]
+
+    def group() -> list[str]:
+        return [w.id for w in store.live_workers(60.0) if w.group == "g"]
+
+    assert group() == ["first", "second", "third"]
     store.forget_worker("first")
-    assert store.group_members("g", 60.0) == ["second", "third"]
+    assert group() == ["second", "third"]
 
 
 def test_a_busy_worker_claims_in_batches_not_a_few_at_a_time(make_sqlite_host, monkeypatch) -> None:

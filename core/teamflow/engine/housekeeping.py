@@ -157,14 +157,13 @@ class Housekeeping:
         claims = self._store.claim(self._worker_id, self.lease_s, want, routes=self._routes)
         self._take(claims)
         work.backlog = len(claims.claimed) == want  # a full claim: there may be more ready work
-        if not work.backlog:  # it took every ready step: no help needed (from the first helper again)
-            self._asked = 0
-            self._escalate_at = 0.0
         if work.backlog:
             with work.house:
                 work.kick = work.urgent = True
             self._overflow(now, kick)
-        elif now >= self._next_due_check:
+            return next_poll
+        self._asked, self._escalate_at = 0, 0.0  # it took every ready step: help starts from the first again
+        if now >= self._next_due_check:
             # When does a retry (of any worker) become due? Asked at most every DUE_CHECK_S.
             self._next_due_check = now + DUE_CHECK_S
             due = self._store.next_due(self._routes)
@@ -205,7 +204,7 @@ class Housekeeping:
         """Say this worker is alive, and learn whether it leads its group."""
         self._store.heartbeat(self._worker_id, self._group, self._routes, self._concurrency)
         # A leader that stopped heartbeating (two lease periods) is passed over.
-        members = self._store.group_members(self._group, 2 * self.lease_s)
+        members = [w.id for w in self._store.live_workers(2 * self.lease_s) if w.group == self._group]
         self._leading = members[:1] == [self._worker_id]
         self._helpers = [m for m in members if m != self._worker_id]
 

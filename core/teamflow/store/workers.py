@@ -2,8 +2,8 @@
 
 The heartbeats say which routes some live worker serves (a task no live worker can serve
 is reported, not silently stuck), and which worker of a group (the workers serving the
-same routes) answers wake-ups first (``group_members``: its longest-running worker leads),
-and which ones it asks first for help (the next longest-running).
+same routes) answers wake-ups first and which it asks first for help (``live_workers``,
+the longest-running first: a group's first leads).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ UPSERT = (
     "ON CONFLICT (id) DO UPDATE SET seen_at = {now}, routes = excluded.routes, grp = excluded.grp"
 )
 FORGET = "DELETE FROM tf_worker WHERE id = ?"
-GROUP = "SELECT id FROM tf_worker WHERE grp = ? AND seen_at > {now} - ? ORDER BY started_at, id"
 LIVE = (
     "SELECT id, grp, routes, concurrency, started_at, seen_at FROM tf_worker WHERE seen_at > {now} - ? "
     "ORDER BY started_at, id"
@@ -38,11 +37,6 @@ class Workers(StoreBase):
         with self.tx():
             self.execute(FORGET, (worker_id,))
             self.execute(FORGET_GONE, (gone_after_s,))
-
-    def group_members(self, group: str, within_s: float) -> list[str]:
-        """The workers of ``group`` seen within ``within_s`` seconds, the longest-running
-        (its leader) first."""
-        return [str(r[0]) for r in self.execute(GROUP, (group, within_s)).fetchall()]
 
     def live_workers(self, within_s: float) -> list[WorkerRecord]:
         """Workers seen within ``within_s`` seconds, the longest-running first."""
