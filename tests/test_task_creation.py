@@ -507,6 +507,26 @@ def test_a_group_is_listed_longest_running_first(make_host) -> None:
     assert group() == ["second", "third"]
 
 
+def test_workers_started_together_settle_their_leader_within_a_second(make_host) -> None:
+    """A worker whose first heartbeat saw only itself leads; when another of its group turns
+    out to have registered first (its commit came later), the second heartbeat, SETTLE_S
+    after the first and not a third of a lease later, hands the lead over."""
+    from teamflow.engine.housekeeping import SETTLE_S
+
+    host = make_host(lease_s=30.0)  # the next heartbeat a third of a lease on: 10 s
+    store = host.store
+    runner = host.start_worker(concurrency=2)
+    house = runner.housekeeping
+    wait_for(lambda: any(w.id == house._worker_id for w in store.live_workers(60.0)), 10, "the first heartbeat")
+    assert house._leading
+    store.heartbeat("earlier", house._group, ["r"], 4)
+    with store.tx():
+        store.execute("UPDATE tf_worker SET started_at = started_at - 60 WHERE id = 'earlier'")
+    assert house.lease_s / 3 > SETTLE_S + 3
+    wait_for(lambda: not house._leading, SETTLE_S + 2, "the second heartbeat")
+    assert house._helpers == ["earlier"]
+
+
 def test_a_busy_worker_claims_in_batches_not_a_few_at_a_time(make_sqlite_host, monkeypatch) -> None:
     """Woken while its queue is above the refill mark (its own commits, a NOTIFY), a worker
     claims nothing; its threads ask when the queue runs low, for at least half a queue."""

@@ -30,6 +30,10 @@ OVERFLOW_S = 0.005  # how often a leader with more work than it can take wakes t
 # How long a leader asks the same helpers before it asks one more (the next longest-running
 # worker of its group; past the last of them, every worker).
 ESCALATE_S = 0.05
+# Workers started together may each see only itself at its first heartbeat (another's
+# registration not yet committed) and each lead; the second heartbeat, this soon after the
+# first, settles which one does (two leaders split the steps over twice the commits).
+SETTLE_S = 1.0
 
 
 class Housekeeping:
@@ -91,7 +95,7 @@ class Housekeeping:
                     for task_id in tracked:
                         work.add_timer(0.0, task_id)
                 if now >= next_renew:
-                    next_renew = now + self.lease_s / 3
+                    next_renew = now + (min(SETTLE_S, self.lease_s / 3) if next_renew == 0.0 else self.lease_s / 3)
                     if work.worker_mode:
                         self._heartbeat()
                     self._store.renew(self._worker_id, self.lease_s, work.held() + self._commit.held())
