@@ -490,65 +490,6 @@ def test_a_full_leader_asks_one_more_helper_at_a_time(make_sqlite_host, monkeypa
     assert len(asked) == 5  # only the leader asks
 
 
-def test_helpers_beyond_the_cores_of_the_leaders_machine_are_asked_only_while_a_core_is_idle(
-    make_sqlite_host, monkeypatch
-) -> None:
-    """A worker keeps about one core busy (one interpreter lock): on a busy machine, more
-    workers at work than its cores add commits, not speed. Helpers elsewhere are asked as
-    before; when a core is idle (steps that wait), every helper is."""
-    from teamflow.engine.housekeeping import ESCALATE_S
-    from teamflow.engine.machine import machine_of
-
-    host = make_sqlite_host()
-    runner = host._make_runner(concurrency=4, namespaces=None, worker_mode=True)  # not started
-    house = runner.housekeeping
-    asked: list[list[str]] = []
-    monkeypatch.setattr(host.store, "overflow", lambda helpers=(): asked.append(list(helpers)))
-    here = machine_of(house._worker_id)
-    house._heartbeat()
-    for other in (f"{here}:1:a", f"{here}:2:b", "elsewhere:3:c", f"{here}:4:d"):
-        time.sleep(0.01)
-        host.store.heartbeat(other, house._group, ["r"], 4)
-    house._heartbeat()
-    assert house._leading and house._helpers == [f"{here}:1:a", f"{here}:2:b", "elsewhere:3:c", f"{here}:4:d"]
-    house._cores = 2
-    idle = [0.2]  # a fifth of a core idle: busy
-    monkeypatch.setattr(house._idle, "idle", lambda: idle[0])
-    t = time.monotonic()
-    for i in range(4):
-        house._overflow(t + i * ESCALATE_S * 1.2, True)
-    assert asked == [[f"{here}:1:a"]] * 4  # the leader and one helper: the two cores
-    idle[0] = 1.5
-    for i in range(4, 8):
-        house._overflow(t + i * ESCALATE_S * 1.2, True)
-    assert asked[4:] == [
-        [f"{here}:1:a", f"{here}:2:b"], [f"{here}:1:a", f"{here}:2:b", "elsewhere:3:c"], house._helpers, []
-    ]
-    house._cores = 4  # as many cores as workers here: no core needs to be idle
-    idle[0] = 0.0
-    house._asked, house._escalate_at = 0, 0.0
-    for i in range(8, 13):
-        house._overflow(t + i * ESCALATE_S * 1.2, True)
-    assert asked[8:] == [house._helpers[:1], house._helpers[:2], house._helpers[:3], house._helpers, []]
-
-
-def test_the_idle_cores_of_a_machine_come_from_proc_stat(tmp_path, monkeypatch) -> None:
-    import os
-    import socket
-
-    from teamflow.engine import machine
-
-    stat = tmp_path / "stat"
-    stat.write_text("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 ...\n")
-    monkeypatch.setattr(machine, "SAMPLE_S", 0.0)
-    sampler = machine.IdleCpu(stat)
-    stat.write_text("cpu  150 0 150 750 150 0 0 0 0 0\ncpu0 ...\n")  # 100 of 200 jiffies idle or waiting
-    assert sampler.idle() == (os.cpu_count() or 1) * 0.5
-    assert machine.IdleCpu(tmp_path / "none").idle() is None  # not Linux: unknown, nobody is held back
-    assert machine.machine_of(machine.new_worker_id()) == socket.gethostname()
-    assert machine.machine_of("second") == "second"
-
-
 def test_a_group_is_listed_longest_running_first(make_host) -> None:
     host = make_host()
     store = host.store

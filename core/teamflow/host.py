@@ -26,8 +26,7 @@ from teamflow.config import HostConfig, load_config, normalize_distribution
 from teamflow.engine.engine import Created, Engine, Prepared
 from teamflow.engine.events import Events
 from teamflow.engine.group_commit import TaskCommit
-from teamflow.engine.machine import new_worker_id
-from teamflow.engine.runner import Runner
+from teamflow.engine.runner import Runner, new_worker_id
 from teamflow.errors import (
     ApprovalNotRequired,
     Forbidden,

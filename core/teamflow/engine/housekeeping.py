@@ -20,7 +20,6 @@ from loguru import logger
 from teamflow.engine.events import Events
 from teamflow.engine.execute import StepExecutor
 from teamflow.engine.group_commit import GroupCommit
-from teamflow.engine.machine import IdleCpu, cores, machine_of
 from teamflow.engine.work import Work
 from teamflow.errors import StoreError
 from teamflow.store import Store
@@ -68,9 +67,6 @@ class Housekeeping:
         self._helpers: list[str] = []  # the group's other workers, the longest-running first
         self._asked = 0  # how many of them the leader's overflow asks (past them all: everyone)
         self._overflow_at = self._escalate_at = 0.0
-        self._machine = machine_of(worker_id)
-        self._cores = cores()
-        self._idle = IdleCpu()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -203,25 +199,10 @@ class Housekeeping:
         needed: with 8 callers, 4 workers were 0.60-0.88x as fast as 2.)"""
         if woken and self._leading and now >= self._overflow_at:
             self._overflow_at = now + OVERFLOW_S
-            self._idle.idle()  # sampled while it asks for help: a recent window when it asks one more
             if now >= self._escalate_at:
+                self._asked += 1
                 self._escalate_at = now + ESCALATE_S
-                if self._asked < len(self._helpers) + 1 and self._may_ask(self._asked + 1):
-                    self._asked += 1
             self._store.overflow(self._helpers[: self._asked] if self._asked <= len(self._helpers) else ())
-
-    def _may_ask(self, asked: int) -> bool:
-        """May the leader ask its first ``asked`` helpers (past the last: every worker)?
-        Not when that keeps more workers busy on its machine than it has cores while no
-        core is idle: a worker is one process under one interpreter lock, so there the
-        next one adds commits, not speed (8 callers, 4 workers on 2 cores: 0.87x as fast
-        as 2). Steps that wait (on I/O, on sleep) leave the cores idle, and every helper
-        is asked."""
-        named = self._helpers if asked > len(self._helpers) else self._helpers[:asked]
-        if 1 + sum(machine_of(h) == self._machine for h in named) <= self._cores:
-            return True
-        idle = self._idle.idle()
-        return idle is None or idle >= 1.0
 
     def _heartbeat(self) -> None:
         """Say this worker is alive, and learn whether it leads its group."""

@@ -9,8 +9,11 @@ step threads. ``execute_sync`` drives its task the same way on the caller's thre
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
@@ -29,6 +32,10 @@ from teamflow.store import Store
 from teamflow.store.records import Claimed, NewTask, Outcome
 
 UNSERVABLE_DELAY_S = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Runner:
