@@ -21,7 +21,7 @@ from teamflow.engine.engine import new_task_id
 from teamflow.errors import ConfigError, StoreError
 from teamflow.registry import StepRow
 from teamflow.store import DuplicateKey, Store, open_store, schema
-from teamflow.store.records import Claimed, ExistingTask, FinishedTask, NewTask, Outcome
+from teamflow.store.records import Claimed, ExistingTask, FinishedTask, NewTask, Outcome, Take
 
 
 def req(name: str, **context: object) -> TaskRequest:
@@ -204,19 +204,21 @@ class _Gate:
         self.store = store
         self.real = store.apply
         self.calls: list[tuple[int, int]] = []  # (outcomes, creates) per transaction
+        self.takes: list[Take | None] = []  # and the claim that went with them
         self.entered = threading.Event()
         self.release = threading.Event()
         self.fail_next: BaseException | None = None
 
-    def apply(self, outcomes, worker, lease_s, *, claim_successors, creates=()):
+    def apply(self, outcomes, worker, lease_s, *, claim_successors, creates=(), take=None):
         self.calls.append((len(outcomes), len(creates)))
+        self.takes.append(take)
         if len(self.calls) == 1:
             self.entered.set()
             assert self.release.wait(10)
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        return self.real(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates)
+        return self.real(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates, take=take)
 
 
 def test_new_tasks_and_step_outcomes_share_group_commits(sqlite_host: Host) -> None:
@@ -248,6 +250,52 @@ def test_new_tasks_and_step_outcomes_share_group_commits(sqlite_host: Host) -> N
     assert gate.calls[1][1] == 5  # five new tasks (and maybe the first task's step), one transaction
     assert sum(c for _, c in gate.calls) == 6 and sum(o for o, _ in gate.calls) == 6 * 4
     assert len(gate.calls) < 6 + 6 * 4  # steps of different tasks shared commits too
+
+
+def test_a_claim_made_while_a_commit_is_under_way_goes_out_with_the_next_commits_outcomes(make_host) -> None:
+    # A worker's housekeeping claims new work (``GroupCommit.take``) while a step's outcome
+    # is being committed: the claim waits and goes out in the transaction of the outcomes
+    # queued meanwhile, not in a transaction of its own.
+    host = make_host()
+    runner, store = host.runner, host.store
+    gate = _Gate(store)
+    store.apply = gate.apply  # type: ignore[method-assign]
+    claims_alone: list[int] = []
+    claim = store.claim
+    store.claim = lambda *a, **k: claims_alone.append(1) or claim(*a, **k)  # type: ignore[method-assign]
+    a, b, c = (host.execute_async(req("chain")) for _ in range(3))
+    [step_a, step_b] = claim(runner.worker_id, 30.0, 2, task_ids=[a, b]).claimed
+    route = store.execute("SELECT route FROM tf_step WHERE task_id = ?", (c,)).fetchone()[0]
+
+    def outcome(step: Claimed) -> Outcome:
+        return runner.executor.run(step, runner.executor.load(step))  # type: ignore[arg-type]
+
+    taken: list[list[Claimed]] = []
+    first = threading.Thread(target=runner.commit.commit, args=([outcome(step_a)],))
+    first.start()
+    assert gate.entered.wait(10)  # step a's commit holds the lead
+    second = threading.Thread(target=runner.commit.commit, args=([outcome(step_b)],))
+    second.start()
+    wait_for(lambda: len(runner.commit._batcher.waiting()) == 1)
+    housekeeping = threading.Thread(target=lambda: taken.append(runner.commit.take(5, [route]).claimed))
+    housekeeping.start()
+    wait_for(lambda: len(runner.commit._batcher.waiting()) == 2)
+    assert not taken  # it waits for the commit under way
+    gate.release.set()
+    for t in (first, second, housekeeping):
+        t.join(30)
+    [[root]] = taken
+    assert (root.task_id, root.name) == (c, "s1")  # the one ready step left
+    # (step b's outcome, and maybe a's next step, which a's commit claimed and the runner ran)
+    assert gate.calls[0] == (1, 0) and gate.calls[1][0] >= 1 and gate.takes[:2] == [None, Take(5, (route,))]
+    assert claims_alone == []
+    assert host.get_task(c).step("s1").status == "in_progress" and host.get_task(c).status == "in_progress"
+    # The runner ran the rest of a and b (their successors came with their commits); with
+    # no commit under way, a claim goes out at once, alone.
+    assert host.wait(a, timeout=15).status == host.wait(b, timeout=15).status == "completed"
+    d = host.execute_async(req("chain"))
+    assert [s.task_id for s in runner.commit.take(5, [route]).claimed] == [d]
+    assert claims_alone == [1] and all(t is None for t in gate.takes[2:])
 
 
 def test_a_failed_group_commit_fails_the_new_task_and_keeps_the_outcomes(sqlite_host: Host) -> None:
@@ -306,14 +354,18 @@ def test_a_task_is_read_from_one_snapshot(sqlite_host: Host, monkeypatch: pytest
 
 
 @st.composite
-def batch_runs(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], int, list[int]]:
-    """A random DAG, a number of tasks of it, and the subsets of held steps to complete together."""
+def batch_runs(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], int, list[int], int, list[int]]:
+    """A random DAG, a number of tasks of it held by the worker and of tasks left ready for a
+    claim, the subsets of held steps to complete together, and how many ready steps each
+    batch claims besides (``Take``; 0: none)."""
     n = draw(st.integers(1, 6))
     steps = [
         (f"s{i}", draw(st.lists(st.sampled_from([f"s{j}" for j in range(i)]), unique=True, max_size=3)) if i else [])
         for i in range(n)
     ]
-    return steps, draw(st.integers(1, 3)), draw(st.lists(st.integers(0, 2**12), min_size=40, max_size=40))
+    masks = draw(st.lists(st.integers(0, 2**12), min_size=40, max_size=40))
+    takes = draw(st.lists(st.integers(0, 3), min_size=40, max_size=40))
+    return steps, draw(st.integers(1, 3)), masks, draw(st.integers(0, 3)), takes
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -340,40 +392,64 @@ def test_completions_committed_together_follow_the_dag(batch_store: Store, run) 
     # Several steps of several tasks complete in one transaction (a diamond's two parents
     # included): each successor is claimed exactly when its last dependency completed,
     # each task completes exactly when its last step did, and a stale outcome is dropped.
+    # A batch may also claim more ready steps (the roots of tasks nobody holds): it takes
+    # ready ones only, each once, and starts their tasks, beside the completions.
     store = batch_store
-    steps, n_tasks, masks = run
+    steps, n_tasks, masks, n_free, takes = run
     deps = dict(steps)
     successors = {name: tuple(s for s, d in steps if name in d) for name, _ in steps}
     rows = [StepRow(name, len(d), 1, True) for name, d in steps]
+    roots = {name for name, d in steps if not d}
+    route = f"r-{uuid.uuid4().hex[:18]}"  # this example's own: a claim takes none of another's
     held: list[Claimed] = []
     done: dict[str, set[str]] = {}
     for _ in range(n_tasks):
         task_id = new_task_id()
-        task = NewTask(task_id, "prop", "dag", "1.0.0", "f", "r", "{}")
+        task = NewTask(task_id, "prop", "dag", "1.0.0", "f", route, "{}")
         held += store.create_task(task, rows, claim_for="w", lease_s=30)
         done[task_id] = set()
+    unclaimed: dict[str, set[str]] = {}  # tasks left for a claim -> their roots nobody took yet
+    for _ in range(n_free):
+        task_id = new_task_id()
+        assert store.create_task(NewTask(task_id, "prop", "dag", "1.0.0", "f", route, "{}"), rows, claim_for=None,
+                                 lease_s=30) == []  # fmt: skip
+        unclaimed[task_id] = set(roots)
     stale: list[Outcome] = []
-    for mask in masks:
-        if not held:
+    for mask, want in [*zip(masks, takes, strict=True), *[(0, 100)] * 40]:  # then take and finish all
+        if not held and not any(unclaimed.values()):
             break
         chosen = [c for i, c in enumerate(held) if mask >> i & 1] or held[:1]
         outs = [Outcome("complete", c, result=json.dumps(c.name), successors=successors[c.name]) for c in chosen]
-        applied = store.apply(outs + stale, "w", 30, claim_successors=True)
+        take = Take(want, (route,)) if want else None
+        applied = store.apply(outs + stale, "w", 30, claim_successors=True, take=take)
         assert applied.accepted == outs and applied.dropped == stale
         stale = outs[:1]  # committed again next time: must be dropped
         for c in chosen:
             done[c.task_id].add(c.name)
         held = [c for c in held if c not in chosen] + applied.claimed
+        if take is None:
+            assert applied.taken is None
+        else:
+            assert applied.taken is not None
+            taken = applied.taken.claimed
+            assert len(taken) == min(want, sum(map(len, unclaimed.values())))
+            fresh = {t for t, names in unclaimed.items() if t not in done}
+            assert set(applied.taken.started) == {c.task_id for c in taken} & fresh  # a task starts once
+            for c in taken:
+                assert c.name in unclaimed[c.task_id], f"{c.name} of {c.task_id} taken twice or not ready"
+                unclaimed[c.task_id].discard(c.name)
+                done.setdefault(c.task_id, set())
+            held += taken
         for c in applied.claimed:
             assert set(deps[c.name]) <= done[c.task_id], f"{c.name} claimed before its dependencies"
         for task_id, names in done.items():
-            ready = {n for n in deps if n not in names and set(deps[n]) <= names}
+            ready = {n for n in deps if n not in names and set(deps[n]) <= names} - unclaimed.get(task_id, set())
             assert ready == {c.name for c in held if c.task_id == task_id}  # every ready step is claimed
             finished = FinishedTask(task_id, "completed") in applied.finished_tasks
             status = store.task(task_id).status  # type: ignore[union-attr]
             assert (status == "completed") == (names == set(deps))
             assert finished <= (status == "completed")
-    assert not held and all(names == set(deps) for names in done.values())
+    assert not held and set(done) == {*done, *unclaimed} and all(names == set(deps) for names in done.values())
     for task_id in done:
         history = [(t.step, t.to_status) for t in store.transitions(task_id)]
         assert history[0] == (None, "pending") and history[-1] == (None, "completed")

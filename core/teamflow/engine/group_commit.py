@@ -19,7 +19,7 @@ from loguru import logger
 
 from teamflow.errors import StoreError
 from teamflow.store import DuplicateKey, Store
-from teamflow.store.records import IDEMPOTENCY_KEY, Applied, Claimed, NewTask, Outcome, StepPlan
+from teamflow.store.records import IDEMPOTENCY_KEY, Applied, Claimed, Claims, NewTask, Outcome, StepPlan, Take
 
 # Called with what a commit changed and the claims its committing threads kept for themselves.
 Settle = Callable[[Applied, set[int] | None], None]
@@ -119,8 +119,10 @@ class _Outcomes(Slot):
     outcomes: list[Outcome]
     keep: str | None
     create: tuple[NewTask, Sequence[StepPlan]] | None = None
+    take: Take | None = None  # housekeeping's claim of more ready steps
     claim: Claimed | None = None
     created: list[Claimed] = attrs.field(factory=list)
+    taken: Claims | None = None
     error: StoreError | None = None
 
 
@@ -156,6 +158,18 @@ class GroupCommit:
             raise slot.error
         return slot.created
 
+    def take(self, limit: int, routes: Sequence[str]) -> Claims:
+        """Lease up to ``limit`` ready steps of these routes. While a commit is in progress the
+        claim waits for it and goes out with the next one's outcomes, in its statement: a
+        worker fed by one caller claimed about once per new task, beside a commit of
+        completions every two, and each claim cost a commit of its own."""
+        want = Take(limit, tuple(routes))
+        slot = self._batcher.run(_Outcomes([], None, take=want))
+        if slot.taken is not None:
+            return slot.taken
+        # No outcome went with it, or the batch it joined failed (retried later): alone.
+        return self._store.claim(self._worker_id, self._lease_s, limit, routes=routes)
+
     def held(self) -> list[int]:
         """Steps whose outcomes (or release) wait to be committed: their leases must be kept."""
         with self._stranded_lock:
@@ -190,10 +204,14 @@ class GroupCommit:
         """Apply the slots' outcomes and new tasks in one transaction; give each slot its share."""
         batch = [out for s in slots for out in s.outcomes]
         creates = [s.create for s in slots if s.create is not None]
+        taker = next((s for s in slots if s.take is not None), None)  # one housekeeping thread asks
         if not batch and not creates:
-            return None
+            return None  # nothing to commit with (a claim alone goes out from ``take``)
         try:
-            applied = self._store.apply(batch, self._worker_id, self._lease_s, claim_successors=True, creates=creates)
+            applied = self._store.apply(
+                batch, self._worker_id, self._lease_s, claim_successors=True, creates=creates,
+                take=taker.take if taker is not None else None,
+            )  # fmt: skip
         except Exception as exc:
             # Keep the outcomes: housekeeping commits them again once the database answers
             # (each update is fenced by lease owner and attempt, so a late commit is safe).
@@ -208,6 +226,8 @@ class GroupCommit:
                 if s.create is not None:
                     s.error = error
             return None
+        if taker is not None:
+            taker.taken = applied.taken
         keep: set[int] = set()
         for s in slots:
             if s.create is not None:

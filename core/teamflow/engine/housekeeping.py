@@ -158,7 +158,7 @@ class Housekeeping:
             work.backlog = True
             self._overflow(now, kick)
             return next_poll
-        claims = self._store.claim(self._worker_id, self.lease_s, want, routes=self._routes)
+        claims = self._commit.take(want, self._routes)  # with the next commit's outcomes, if one is under way
         self._take(claims)
         work.backlog = len(claims.claimed) == want  # a full claim: there may be more ready work
         if work.backlog:

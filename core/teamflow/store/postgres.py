@@ -41,6 +41,7 @@ from teamflow.store.records import (
     Outcome,
     StepPlan,
     StepRecord,
+    Take,
     TaskRecord,
     TaskRow,
     TaskSnapshot,
@@ -66,8 +67,9 @@ NOTIFY_OVERFLOW = f"SELECT pg_notify('{CHANNEL_ALL}', ?)"
 MAX_PAYLOAD = 7000  # NOTIFY's payload holds less than 8,000 bytes: more helpers are asked as "everyone"
 LISTEN_CHECK_S = 1.0  # how often a quiet LISTEN connection asks whether to hear CHANNEL
 
-COMPLETE = """
-WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),
+# A batch of completions: the steps, the successors they make ready (claimed by the same
+# worker when ``claim``), the task counters, the wake-up of parents whose child finished.
+COMPLETE_CTES = """
 v AS (SELECT * FROM unnest(?::bigint[], ?::int[], ?::text[]) AS v(id, attempt, result)),
 sx AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS sx(step_id, name)),
 done AS (
@@ -109,9 +111,8 @@ wake AS (
     FROM finished f
     WHERE f.parent_id IS NOT NULL AND w.task_id = f.parent_id AND w.name = f.parent_step AND w.status = 'waiting'
     RETURNING w.task_id, w.name
-),
-history AS (
-    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+)"""
+COMPLETE_HISTORY = """
     SELECT task_id, name, 'in_progress', 'completed', attempts, p.owner, NULL, {now} FROM done, p
     UNION ALL
     SELECT task_id, name, 'pending', 'in_progress', attempts, p.owner, NULL, {now}
@@ -119,20 +120,28 @@ history AS (
     UNION ALL
     SELECT id, NULL, 'in_progress', 'completed', NULL, NULL, NULL, {now} FROM finished
     UNION ALL
-    SELECT task_id, name, 'waiting', 'pending', NULL, NULL, 'child finished', {now} FROM wake
-),
+    SELECT task_id, name, 'waiting', 'pending', NULL, NULL, 'child finished', {now} FROM wake"""
+COMPLETE_NOTIFY = """
 released AS (SELECT 1 FROM succ WHERE status = 'pending' AND deps_left = 0 UNION ALL SELECT 1 FROM wake),
-notified AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM released LIMIT 1) r)
-SELECT 'done', id, task_id, name, attempts FROM done
-UNION ALL SELECT 'claim', id, task_id, name, attempts FROM succ WHERE status = 'in_progress'
-UNION ALL SELECT 'finished', NULL::bigint, id, NULL, NULL::int FROM finished
-UNION ALL SELECT 'woken', NULL::bigint, task_id, name, NULL::int FROM wake
-UNION ALL SELECT 'parent', NULL::bigint, parent_id, parent_step, NULL::int FROM finished WHERE parent_id IS NOT NULL
-UNION ALL SELECT 'notify', NULL::bigint, NULL, NULL, NULL::int FROM notified
+notified AS (SELECT pg_notify('teamflow', '') FROM (SELECT 1 FROM released LIMIT 1) r)"""
+# {pad}: the columns a claim's rows have beyond these (``COMPLETE_TAKE``).
+COMPLETE_ROWS = """
+SELECT 'done', id, task_id, name, attempts{pad} FROM done
+UNION ALL SELECT 'claim', id, task_id, name, attempts{pad} FROM succ WHERE status = 'in_progress'
+UNION ALL SELECT 'finished', NULL::bigint, id, NULL, NULL::int{pad} FROM finished
+UNION ALL SELECT 'woken', NULL::bigint, task_id, name, NULL::int{pad} FROM wake
+UNION ALL SELECT 'parent', NULL::bigint, parent_id, parent_step, NULL::int{pad} FROM finished WHERE parent_id IS NOT NULL
+UNION ALL SELECT 'notify', NULL::bigint, NULL, NULL, NULL::int{pad} FROM notified"""
+HISTORY_INTO = "history AS (INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)"
+COMPLETE = f"""
+WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),{COMPLETE_CTES},
+{HISTORY_INTO}{COMPLETE_HISTORY}
+),{COMPLETE_NOTIFY}{COMPLETE_ROWS.replace("{pad}", "")}
 """
 
-CLAIM = """
-WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease),
+# A claim of ready steps, with the tasks it starts and their history ({where}: the routes
+# or the tasks it may take).
+CLAIM_CTES = """
 c AS (
     UPDATE tf_step s SET status = 'in_progress', attempts = s.attempts + 1, lease_owner = p.owner,
         lease_expires_at = {now} + p.lease, started_at = {now}
@@ -147,17 +156,32 @@ started AS (
     UPDATE tf_task t SET status = 'in_progress', updated_at = {now}
     WHERE t.id IN (SELECT task_id FROM c) AND t.status = 'pending'
     RETURNING t.id
-),
-history AS (
-    INSERT INTO tf_transition (task_id, step, from_status, to_status, attempt, actor, detail, at)
+)"""
+CLAIM_HISTORY = """
     SELECT task_id, name, 'pending', 'in_progress', attempts, p.owner, NULL, {now} FROM c, p
     UNION ALL
-    SELECT id, NULL, 'pending', 'in_progress', NULL, NULL, NULL, {now} FROM started
-)
-SELECT 'claim', c.id, c.task_id, c.name, c.attempts, t.namespace, t.name, t.version, t.fingerprint, t.context,
+    SELECT id, NULL, 'pending', 'in_progress', NULL, NULL, NULL, {now} FROM started"""
+CLAIM_ROWS = """
+SELECT 'take', c.id, c.task_id, c.name, c.attempts, t.namespace, t.name, t.version, t.fingerprint, t.context,
        t.parent_id, t.parent_step
 FROM c JOIN tf_task t ON t.id = c.task_id
-UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM started
+UNION ALL SELECT 'started', NULL::bigint, id, NULL, NULL::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM started"""
+CLAIM = f"""
+WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease),{CLAIM_CTES},
+{HISTORY_INTO}{CLAIM_HISTORY}
+){CLAIM_ROWS}
+"""
+# Completions and a claim of more ready steps (the worker's housekeeping asked for them
+# while a commit was in progress): one statement, one commit, instead of two (issue 13: a
+# worker fed by one caller made 0.7 claims per task beside 0.5 completion statements).
+# The two never touch one row: the claim takes ready steps (no dependency left before the
+# statement), the completions take steps in progress and successors with one left.
+COMPLETE_TAKE = f"""
+WITH p AS (SELECT ?::text AS owner, ?::float8 AS lease, ?::boolean AS claim),{COMPLETE_CTES},{CLAIM_CTES},
+{HISTORY_INTO}{COMPLETE_HISTORY}
+    UNION ALL{CLAIM_HISTORY}
+),{COMPLETE_NOTIFY}{COMPLETE_ROWS.replace("{pad}", ", NULL, NULL, NULL, NULL, NULL, NULL, NULL")}
+UNION ALL{CLAIM_ROWS}
 """
 
 # New tasks for the workers, their steps, their history and one NOTIFY: one statement.
@@ -313,6 +337,9 @@ CLAIM_STMTS = {
     for routes in (False, True)
     for tasks in (False, True)
 }
+COMPLETE_TAKE_STMT = Prepared(
+    "tf_complete_take", _now(COMPLETE_TAKE.replace("{ready}", READY).replace("{where}", " AND route = ANY(?)"))
+)
 
 
 class PostgresStore(Store):
@@ -547,14 +574,10 @@ class PostgresStore(Store):
         if task_ids is not None:
             params.append(list(task_ids))
         params.append(limit)
-        rows = self._prepared(CLAIM_STMTS[(routes is not None, task_ids is not None)], params)
-        claimed = [
-            Claimed(r[1], r[2], r[3], r[4], TaskRow(r[2], r[5], r[6], r[7], r[8], json.loads(r[9]), "in_progress",
-                                                     r[10], r[11]))
-            for r in rows
-            if r[0] == "claim"
-        ]
-        return Claims(claimed, [r[2] for r in rows if r[0] == "started"])
+        return _claims(self._prepared(CLAIM_STMTS[(routes is not None, task_ids is not None)], params))
+
+    def _claim_in_tx(self, worker: str, lease_s: float, limit: int, routes: Sequence[str] | None) -> Claims:
+        return self.claim(worker, lease_s, limit, routes=routes)  # on the transaction's cursor
 
     def apply(
         self,
@@ -564,12 +587,13 @@ class PostgresStore(Store):
         *,
         claim_successors: bool,
         creates: Sequence[tuple[NewTask, Sequence[StepPlan]]] = (),
+        take: Take | None = None,
     ) -> Applied:
         if not creates and all(o.kind == "complete" for o in outcomes):
             applied = Applied()  # the common case: one statement is one transaction
-            self._complete(outcomes, worker, lease_s, claim_successors, applied)
+            self._complete(outcomes, worker, lease_s, claim_successors, applied, take)
             return applied
-        return super().apply(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates)
+        return super().apply(outcomes, worker, lease_s, claim_successors=claim_successors, creates=creates, take=take)
 
     def _apply_outcomes(
         self, outcomes: Sequence[Outcome], worker: str, lease_s: float, claim: bool, applied: Applied
@@ -579,28 +603,39 @@ class PostgresStore(Store):
         if completions:
             self._complete(completions, worker, lease_s, claim, applied)
 
-    def _complete(self, outs: Sequence[Outcome], worker: str, lease_s: float, claim: bool, applied: Applied) -> None:
+    def _complete(
+        self,
+        outs: Sequence[Outcome],
+        worker: str,
+        lease_s: float,
+        claim: bool,
+        applied: Applied,
+        take: Take | None = None,
+    ) -> None:
+        """Completions in one statement; with ``take``, and a claim of more ready steps."""
         succ_ids, succ_names = [], []
         for out in outs:
             for name in out.successors:
                 succ_ids.append(out.claim.step_id)
                 succ_names.append(name)
-        rows = self._prepared(
-            COMPLETE_STMT,
-            [
-                worker,
-                lease_s,
-                claim,
-                [o.claim.step_id for o in outs],
-                [o.claim.attempt for o in outs],
-                [o.result for o in outs],
-                succ_ids,
-                succ_names,
-            ],
-        )
+        params = [
+            worker,
+            lease_s,
+            claim,
+            [o.claim.step_id for o in outs],
+            [o.claim.attempt for o in outs],
+            [o.result for o in outs],
+            succ_ids,
+            succ_names,
+        ]
+        if take is None or take.limit <= 0 or not take.routes:
+            rows = self._prepared(COMPLETE_STMT, params)
+        else:
+            rows = self._prepared(COMPLETE_TAKE_STMT, [*params, list(take.routes), take.limit])
+            applied.taken = _claims([r for r in rows if r[0] in ("take", "started")])
         done = set()
         parents, woken = set(), set()
-        for kind, step_id, task_id, name, attempt in rows:
+        for kind, step_id, task_id, name, attempt, *_ in rows:
             if kind == "parent":
                 parents.add((task_id, name))
             elif kind == "done":
@@ -768,6 +803,17 @@ def _checked_cursor() -> type:
                 raise _refused(exc) from None
 
     return Cursor
+
+
+def _claims(rows: Sequence[tuple[Any, ...]]) -> Claims:
+    """A claim's rows (``CLAIM_ROWS``): the leased steps with their tasks, the tasks started."""
+    claimed = [
+        Claimed(r[1], r[2], r[3], r[4], TaskRow(r[2], r[5], r[6], r[7], r[8], json.loads(r[9]), "in_progress",
+                                                 r[10], r[11]))
+        for r in rows
+        if r[0] == "take"
+    ]
+    return Claims(claimed, [r[2] for r in rows if r[0] == "started"])
 
 
 class _Pool:

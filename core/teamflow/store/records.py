@@ -133,8 +133,17 @@ class Applied:
     dropped: list[Outcome] = attrs.field(factory=list)
     finished_tasks: list[FinishedTask] = attrs.field(factory=list)
     woken_parents: list[str] = attrs.field(factory=list)  # parent task ids with a step made ready
-    started_tasks: list[str] = attrs.field(factory=list)
     created: dict[str, list[Claimed]] = attrs.field(factory=dict)  # new task id -> its claimed roots
+    taken: Claims | None = None  # what the batch's ``Take`` claimed (None: it asked for none)
+
+
+@attrs.frozen(slots=True)
+class Take:
+    """A claim that goes out with a batch of outcomes (``Store.apply``): up to ``limit`` more
+    ready steps of these routes, leased in the batch's transaction."""
+
+    limit: int
+    routes: tuple[str, ...]
 
 
 @attrs.frozen(slots=True)

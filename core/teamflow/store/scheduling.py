@@ -26,6 +26,7 @@ from teamflow.store.records import (
     Outcome,
     Resolved,
     StepPlan,
+    Take,
 )
 from teamflow.store.tasks import Tasks, Transition
 
@@ -170,6 +171,10 @@ class Scheduling(Tasks):
         """Lease up to ``limit`` ready steps (of these routes or tasks); mark their tasks started."""
 
     @abstractmethod
+    def _claim_in_tx(self, worker: str, lease_s: float, limit: int, routes: Sequence[str] | None) -> Claims:
+        """``claim`` inside the transaction in progress."""
+
+    @abstractmethod
     def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
         """A step of ``task_id`` completed (or was resolved): complete the task if it was the
         last. ``last`` is False when the step still had a successor to run."""
@@ -188,18 +193,22 @@ class Scheduling(Tasks):
         *,
         claim_successors: bool,
         creates: Sequence[tuple[NewTask, Sequence[StepPlan]]] = (),
+        take: Take | None = None,
     ) -> Applied:
         """Apply a batch of step outcomes in one transaction, fenced by lease owner and attempt.
 
         ``creates`` are new tasks (see ``insert_task``) stored in the same transaction with
         their roots leased to ``worker``: tasks without an idempotency key or a parent,
-        which cannot collide with another.
+        which cannot collide with another. ``take`` claims more ready steps in it too
+        (``Applied.taken``).
         """
         applied = Applied()
         with self.tx():
             for task, steps in creates:
                 applied.created[task.id] = self.insert_task(task, steps, claim_for=worker, lease_s=lease_s)
             self._apply_outcomes(outcomes, worker, lease_s, claim_successors, applied)
+            if take is not None:
+                applied.taken = self._claim_in_tx(worker, lease_s, take.limit, take.routes)
         return applied
 
     def _apply_outcomes(

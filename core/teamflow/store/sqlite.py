@@ -273,6 +273,19 @@ class SqliteStore(Store):
     ) -> Claims:
         if limit <= 0 or (routes is not None and not routes):
             return Claims([], [])
+        with self.tx():
+            return self._claim_in_tx(worker, lease_s, limit, routes, task_ids)
+
+    def _claim_in_tx(
+        self,
+        worker: str,
+        lease_s: float,
+        limit: int,
+        routes: Sequence[str] | None,
+        task_ids: Sequence[str] | None = None,
+    ) -> Claims:
+        if limit <= 0 or (routes is not None and not routes):
+            return Claims([], [])
         where = f"{READY} AND next_attempt_at <= {{now}}"
         params: list[Any] = []
         if routes is not None:
@@ -282,15 +295,12 @@ class SqliteStore(Store):
         if task_ids is not None:
             where += f" AND task_id IN ({self.placeholders(len(task_ids))})"
             params.extend(task_ids)
-        with self.tx():
-            rows = self.execute(claim_ready(where), (worker, lease_s, *params, limit)).fetchall()
-            claimed = [Claimed(*row) for row in rows]
-            started: list[str] = []
-            if claimed:
-                started = self._mark_started(sorted({c.task_id for c in claimed}))
-                self._transition(
-                    [(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed]
-                )
+        rows = self.execute(claim_ready(where), (worker, lease_s, *params, limit)).fetchall()
+        claimed = [Claimed(*row) for row in rows]
+        started: list[str] = []
+        if claimed:
+            started = self._mark_started(sorted({c.task_id for c in claimed}))
+            self._transition([(c.task_id, c.name, "pending", "in_progress", c.attempt, worker, None) for c in claimed])
         return Claims(claimed, started)
 
     def _step_done(self, task_id: str, applied: Applied, last: bool = True) -> None:
