@@ -4,7 +4,8 @@ The hot path is one statement (one round trip, one transaction) per batch: data-
 CTEs carry a batch of completions with the successors they make ready (claimed by the
 same worker), the task counters, the wake-up of parents whose child finished, the history
 and the NOTIFY; likewise a claim with ``FOR UPDATE SKIP LOCKED`` and the task-started
-bookkeeping. Both are PREPAREd per connection, and again as the tables grow (``Prepared``).
+bookkeeping, alone or inside a batch of completions (``COMPLETE_TAKE``). All are PREPAREd
+per connection, and again as the tables grow (``Prepared``).
 Tasks keep a counter of steps left, which the completion statement uses. Workers wake on
 LISTEN (``watch``).
 """
